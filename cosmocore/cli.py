@@ -1,0 +1,230 @@
+"""The ``cosmocore`` command line (contract in DESIGN.md: commands, ``--json``, exit codes).
+
+Exit status: 0 done; 2 bad input (one line naming it); 1 internal error. ``--json`` prints one
+JSON object on stdout and nothing else there; logs and progress go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="CosmoCore Mini-World: PySpark bug tasks and affective replay.")
+tasks_app = typer.Typer(no_args_is_help=True, help="Browse and verify Mini-World task suites.")
+app.add_typer(tasks_app, name="tasks")
+
+err = Console(stderr=True)
+SPARK_REMOTE_HELP = "Spark Connect server to run candidates on (sc://host:port); default: a local one"
+
+
+class BadInput(Exception):
+    """Raised for user errors: printed as one line, exit status 2."""
+
+
+def _emit(payload: dict) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Map exceptions to the exit-status contract."""
+    from miniworld.catalog import SuiteError
+    from miniworld.spark import SparkStartError
+
+    try:
+        yield
+    except (BadInput, SuiteError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2)
+    except SparkStartError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130)
+    except Exception as exc:  # noqa: BLE001 - anything else is our bug: say so, exit 1
+        logging.getLogger("cosmocore").debug("internal error", exc_info=True)
+        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=False)
+
+
+def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0):
+    from miniworld.sandbox import Sandbox
+
+    if spark_remote is not None and not spark_remote.startswith("sc://"):
+        raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+    with err.status("starting Spark (local Connect server and sandbox workers)..."):
+        box = Sandbox(spark_remote=spark_remote, timeout_s=timeout_s)
+    for warning in box.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    return box
+
+
+def _verified_tasks(suite_name: str, spark_remote: Optional[str], box=None):
+    """Verified tasks of a suite, verifying (and caching) on first use, on ``box`` if given."""
+    from miniworld import catalog
+
+    suite = catalog.load_suite(suite_name)
+    cached = catalog.load_cached(suite)
+    if cached is not None:
+        return suite, cached
+    err.print(f"suite {suite.name!r} is not verified on this machine yet: verifying it once (cached after)")
+    own = box is None
+    box = box or _sandbox(spark_remote)
+    try:
+        with _progress() as bar:
+            job = bar.add_task(f"verifying {suite.name}", total=None)
+            report = catalog.verify(suite, box, lambda done, total: bar.update(job, completed=done, total=total))
+    finally:
+        if own:
+            box.close()
+    catalog.save_cache(suite, report, catalog.generate(suite))
+    return suite, report.kept
+
+
+def _find_task(task_id: str, suite_name: Optional[str]):
+    """A generated task by id, in the given suite or else in any suite."""
+    from miniworld import catalog
+
+    names = [suite_name] if suite_name else catalog.suite_names()
+    for name in names:
+        suite = catalog.load_suite(name)
+        for task in catalog.generate(suite):
+            if task.id == task_id:
+                return suite, task
+    where = f"suite {suite_name!r}" if suite_name else "any suite"
+    raise BadInput(f"unknown task {task_id!r} (not in {where}; see `cosmocore tasks list`)")
+
+
+@tasks_app.command("list")
+def tasks_list(
+    suite: str = typer.Option("standard", help="suite name (tasks/NAME.yaml) or path to a suite YAML"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """List the verified tasks of a suite."""
+    with _errors():
+        s, tasks = _verified_tasks(suite, spark_remote)
+        if json_out:
+            _emit({"suite": s.name, "tasks": [t.summary() for t in tasks]})
+            return
+        table = Table(title=f"suite {s.name}: {len(tasks)} tasks")
+        for col in ("id", "family", "bug_class", "split"):
+            table.add_column(col)
+        for t in tasks:
+            table.add_row(t.id, t.family, t.bug_class, t.split)
+        Console().print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(
+    task_id: str = typer.Argument(..., help="task id, e.g. orders_enrichment.join_type.0"),
+    suite: Optional[str] = typer.Option(None, help="suite to look in (default: every suite)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Show one task: spec, inputs, buggy and reference code."""
+    with _errors():
+        from miniworld import catalog
+
+        s, task = _find_task(task_id, suite)
+        cached = catalog.load_cached(s)
+        verified = None if cached is None else any(t.id == task.id for t in cached)
+        payload = {**task.to_json(), "suite": s.name, "verified": verified}
+        if json_out:
+            _emit(payload)
+            return
+        out = Console()
+        out.rule(f"{task.id}  [{task.split}]")
+        out.print(task.spec, markup=False)
+        for name, ddl in task.inputs.items():
+            out.print(f"  {name}: {ddl}", markup=False)
+        out.rule("buggy code")
+        out.print(task.buggy_code, markup=False)
+        out.rule("reference code")
+        out.print(task.reference_code, markup=False)
+
+
+@tasks_app.command("verify")
+def tasks_verify(
+    suite: str = typer.Option("standard", help="suite name or path to a suite YAML"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Run every reference and mutant on Spark; keep observable tasks; cache the result."""
+    with _errors():
+        from miniworld import catalog
+
+        s = catalog.load_suite(suite)
+        with _sandbox(spark_remote) as box, _progress() as bar:
+            job = bar.add_task(f"verifying {s.name}", total=None)
+            report = catalog.verify(s, box, lambda done, total: bar.update(job, completed=done, total=total))
+        path = catalog.save_cache(s, report, catalog.generate(s))
+        payload = report.to_json(s)
+        if json_out:
+            _emit(payload)
+        else:
+            err.print(f"suite {s.name}: {payload['tasks']} tasks verified over {payload['families']} families "
+                      f"and {payload['bug_classes']} bug classes ({payload['train']} train, {payload['eval']} eval); "
+                      f"{payload['discarded_unobservable']} unobservable mutants discarded; cache {path}")
+            for failure in report.failures:
+                err.print(f"failure: {failure}", markup=False)
+        if report.failures:
+            raise typer.Exit(1)
+
+
+@app.command("run")
+def run(
+    file: Path = typer.Argument(..., help="Python file defining transform(...)"),
+    task: str = typer.Option(..., "--task", help="task id"),
+    suite: Optional[str] = typer.Option(None, help="suite the task belongs to (default: search all)"),
+    timeout: float = typer.Option(30.0, help="wall-clock limit for the candidate, seconds"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Run a candidate program on a task and score it (a failing candidate is not an error)."""
+    with _errors():
+        if timeout <= 0:
+            raise BadInput(f"--timeout must be positive, got {timeout}")
+        try:
+            code = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read candidate file {str(file)!r}: {exc.strerror if isinstance(exc, OSError) else exc}")
+        s, found = _find_task(task, suite)
+        with _sandbox(spark_remote, timeout) as box:
+            _, tasks = _verified_tasks(s.source, spark_remote, box)
+            verified = next((t for t in tasks if t.id == found.id), None)
+            if verified is None:
+                raise BadInput(f"task {task!r} was discarded by verification (its bug is not observable)")
+            result = box.evaluate(verified, code, timeout)
+        if json_out:
+            _emit(result.to_json())
+            return
+        colour = "green" if result.outcome == "correct" else "red"
+        Console().print(f"[{colour}]{result.outcome}[/] reward {result.reward:.3f} "
+                        f"({result.checks_passed}/{result.checks_total} checks) in {result.duration_s:.2f}s")
+        Console().print(result.feedback, markup=False)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

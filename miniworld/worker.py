@@ -1,0 +1,246 @@
+"""A sandbox worker: a separate, confined Python process that runs candidate code as a Spark
+Connect client and sends back what the code produced. Started by :mod:`miniworld.pool`.
+
+Protocol: one JSON object per line on the file descriptors given with ``--fds IN,OUT``; the first
+message configures the worker, each later one is a job. The worker never scores anything: it
+returns schemas and (capped) rows, and the trusted parent compares them, so code that escapes
+into the worker still cannot forge a reward.
+"""
+from __future__ import annotations
+
+import _thread
+import argparse
+import builtins as _builtins
+import io
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from types import SimpleNamespace
+from typing import Any
+
+from miniworld import isolation, rows
+
+_SAFE_BUILTINS = (
+    "abs all any bool dict enumerate filter float frozenset int isinstance issubclass iter len "
+    "list map max min next print range repr reversed round set slice sorted str sum tuple zip "
+    "divmod chr ord hash callable Exception ValueError TypeError KeyError IndexError "
+    "ZeroDivisionError AttributeError NameError RuntimeError StopIteration ArithmeticError "
+    "LookupError AssertionError NotImplementedError True False None"
+).split()
+
+#: ``pyspark.sql.functions`` names a candidate may not call even through a proxy.
+_BLOCKED_FUNCTIONS = {"udf", "udtf", "pandas_udf", "call_udf", "reflect", "java_method",
+                      "try_reflect", "input_file_name", "call_function"}
+
+
+class _CappedText(io.TextIOBase):
+    """stdout for candidate code: keeps the first ``cap`` characters, drops the rest."""
+
+    def __init__(self, cap: int = 8192) -> None:
+        self.cap, self.parts, self.size = cap, [], 0
+
+    def write(self, text: str) -> int:
+        if self.size < self.cap:
+            self.parts.append(text[: self.cap - self.size])
+        self.size += len(text)
+        return len(text)
+
+    def value(self) -> str:
+        return "".join(self.parts)
+
+
+def _proxy(module: Any, blocked: set[str]) -> SimpleNamespace:
+    """A namespace with a module's public callables and classes, and none of its submodules."""
+    names = {n: getattr(module, n) for n in dir(module)
+             if not n.startswith("_") and n not in blocked
+             and not isinstance(getattr(module, n), type(sys))}
+    return SimpleNamespace(**names)
+
+
+class _Session:
+    """What candidate code sees as ``spark``: DataFrame constructors only."""
+
+    __slots__ = ("createDataFrame", "range", "version")
+
+    def __init__(self, spark: Any) -> None:
+        self.createDataFrame = spark.createDataFrame
+        self.range = spark.range
+        self.version = spark.version
+
+
+class Worker:
+    """Holds one Spark Connect session and runs jobs on it, one at a time."""
+
+    def __init__(self, remote: str) -> None:
+        from pyspark.sql import DataFrame, SparkSession, Window
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        self.spark = SparkSession.builder.remote(remote).getOrCreate()
+        self.dataframe_type = DataFrame
+        f_proxy, t_proxy = _proxy(F, _BLOCKED_FUNCTIONS), _proxy(T, set())
+        window_module = SimpleNamespace(Window=Window)
+        sql = SimpleNamespace(functions=f_proxy, types=t_proxy, window=window_module, Window=Window,
+                              DataFrame=DataFrame, Column=F.col("x").__class__, Row=T.Row)
+        self.packages = {"pyspark": SimpleNamespace(sql=sql), "pyspark.sql": sql,
+                         "pyspark.sql.functions": f_proxy, "pyspark.sql.types": t_proxy,
+                         "pyspark.sql.window": window_module}
+        self.scope = {"F": f_proxy, "T": t_proxy, "Window": Window, "DataFrame": DataFrame,
+                      "spark": _Session(self.spark)}
+        self.registered: set[str] = set()
+
+    def _import(self, name: str, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
+        """``__import__`` for candidates: only the pyspark.sql proxies, nothing else."""
+        if level or name not in self.packages:
+            raise ImportError(f"import of {name!r} is not allowed in the sandbox")
+        if fromlist:
+            return self.packages[name]
+        return self.packages[name.split(".")[0]]
+
+    def _register(self, view: str, payload: dict) -> None:
+        if view in self.registered:
+            return
+        frame = self.spark.createDataFrame(rows.decode_rows(payload["rows"]), schema=payload["schema"])
+        frame.createOrReplaceGlobalTempView(view)
+        self.registered.add(view)
+
+    def run(self, job: dict) -> dict:
+        """Execute one candidate against each dataset of one task; never raises."""
+        started = time.monotonic()
+        out = _CappedText()
+        timed_out = threading.Event()
+        tag = job["tag"]
+
+        def on_timeout() -> None:
+            timed_out.set()
+            try:
+                self.spark.interruptTag(tag)
+            finally:
+                _thread.interrupt_main()
+
+        allowed = {n: getattr(_builtins, n) for n in _SAFE_BUILTINS}
+        allowed["__import__"] = self._import
+        allowed["print"] = lambda *a, **k: print(*a, **{**k, "file": out})
+        namespace: dict[str, Any] = {"__builtins__": allowed, "__name__": "candidate", **self.scope}
+        results: list[dict] = []
+        isolation.set_cpu_budget(job["timeout_s"] + 5)
+        watchdog = threading.Timer(job["timeout_s"], on_timeout)
+        watchdog.daemon = True
+        self.spark.addTag(tag)
+        watchdog.start()
+        try:
+            for dataset in job["datasets"]:
+                for view, payload in (dataset.get("register") or {}).items():
+                    self._register(view, payload)
+            try:
+                code = compile(job["code"], "<candidate>", "exec")
+            except SyntaxError as exc:
+                return {"status": "syntax_error", "error": _describe(exc), "stdout": ""}
+            try:
+                exec(code, namespace)  # noqa: S102 - the point of the sandbox; see docs/SECURITY.md
+            except BaseException as exc:  # noqa: BLE001 - everything the candidate raises is a result
+                return self._failure(exc, timed_out, out)
+            entry = namespace.get(job.get("entry", "transform"))
+            if not callable(entry):
+                return {"status": "error", "error": {"type": "NameError", "condition": None,
+                        "message": f"the code defines no function named {job.get('entry', 'transform')!r}"},
+                        "stdout": out.value()}
+            for dataset in job["datasets"]:
+                results.append(self._run_dataset(entry, dataset, job["max_rows"], timed_out))
+                if timed_out.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - e.g. the watchdog's interrupt between datasets
+            return self._failure(exc, timed_out, out)
+        finally:
+            watchdog.cancel()
+            try:
+                self.spark.removeTag(tag)
+            except Exception:  # noqa: BLE001 - a broken session is caught by the next job
+                pass
+        return {"status": "timeout" if timed_out.is_set() else "ok", "datasets": results,
+                "stdout": out.value(), "duration_s": time.monotonic() - started}
+
+    def _run_dataset(self, entry: Any, dataset: dict, max_rows: int, timed_out: threading.Event) -> dict:
+        try:
+            inputs = {arg: self.spark.table(f"global_temp.{view}") for arg, view in dataset["inputs"].items()}
+            result = entry(**inputs)
+            if not isinstance(result, self.dataframe_type):
+                return {"error": {"type": "TypeError", "condition": None,
+                                  "message": f"transform returned {type(result).__name__}, not a DataFrame"}}
+            schema = [[f.name, f.dataType.simpleString()] for f in result.schema.fields]
+            collected = result.limit(max_rows + 1).collect()
+            return {"schema": schema, "rows": rows.encode_rows(collected[:max_rows]),
+                    "truncated": len(collected) > max_rows}
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt) and not timed_out.is_set():
+                raise
+            return {"error": _describe(exc, timed_out.is_set())}
+
+    def _failure(self, exc: BaseException, timed_out: threading.Event, out: _CappedText) -> dict:
+        status = "timeout" if timed_out.is_set() else "error"
+        return {"status": status, "error": _describe(exc, timed_out.is_set()), "stdout": out.value()}
+
+
+def _describe(exc: BaseException, timed_out: bool = False) -> dict:
+    """Exception type, Spark error condition and a short message without stack noise."""
+    condition = None
+    for getter in ("getCondition", "getErrorClass"):
+        if hasattr(exc, getter):
+            try:
+                condition = getattr(exc, getter)()
+            except Exception:  # noqa: BLE001
+                condition = None
+            if condition:
+                break
+    message = str(exc).split("\n\nJVM stacktrace:")[0].strip()
+    if isinstance(exc, SyntaxError):
+        message = f"{exc.msg} (line {exc.lineno})"
+    elif not message:
+        message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return {"type": type(exc).__name__, "condition": condition, "message": message[:2000],
+            "timed_out": timed_out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fds", required=True, help="IN,OUT file descriptors of the job channel")
+    fd_in, fd_out = (int(x) for x in parser.parse_args().fds.split(","))
+    reader = os.fdopen(fd_in, "r", encoding="utf-8")
+    writer = os.fdopen(fd_out, "w", encoding="utf-8")
+    config = json.loads(reader.readline())
+    # Confinement comes before any thread exists: setns and Landlock bind the calling thread.
+    warnings = []
+    if config.get("netns"):
+        isolation.enter_network_namespace(config["netns"])
+    if config.get("landlock"):
+        import landlock  # noqa: F401 - imported before the file system closes
+
+        isolation.restrict_filesystem(config["read_paths"], [config["scratch"]])
+    os.chdir(config["scratch"])
+    isolation.apply_rlimits(isolation.Limits(**config.get("limits", {})))
+    try:
+        worker = Worker(config["remote"])
+        worker.spark.range(1).collect()  # warm the channel so the first job is not charged for it
+    except Exception as exc:  # noqa: BLE001
+        writer.write(json.dumps({"ready": False, "error": _describe(exc)}) + "\n")
+        writer.flush()
+        return
+    writer.write(json.dumps({"ready": True, "pid": os.getpid(), "warnings": warnings}) + "\n")
+    writer.flush()
+    for line in reader:
+        job = json.loads(line)
+        try:
+            reply = worker.run(job)
+        except KeyboardInterrupt:  # a watchdog that fired as the job ended
+            reply = {"status": "timeout", "error": {"type": "TimeoutError", "condition": None,
+                     "message": "timed out", "timed_out": True}, "stdout": ""}
+        reply["id"] = job["id"]
+        writer.write(json.dumps(reply) + "\n")
+        writer.flush()
+
+
+if __name__ == "__main__":
+    main()
