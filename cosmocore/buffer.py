@@ -12,9 +12,10 @@ the buffer holds only what sampling needs). Rules, every constant a ``BufferConf
   members (sampled at 5x the baseline rate) and 1 otherwise; importance weights
   ``w_i = (N P(i))^-beta`` normalised by the batch maximum, beta annealed linearly to 1.
 * ``sample_nocturnal``: 80% of each minibatch priority-proportional from the Dream Queue, 20%
-  uniform over the whole buffer. A minibatch never holds more Dream Queue draws than the queue
-  has members; the shortfall is drawn priority-proportionally from the whole buffer and reported
-  in ``Batch.dream_shortfall``. Importance weights use the exact mixture probability.
+  uniform over the whole buffer. A minibatch takes at most ``dream_max_draws_per_member`` times
+  the queue's size from it (so a tiny queue does not fill a whole minibatch with copies); the
+  shortfall is drawn priority-proportionally from the whole buffer and reported in
+  ``Batch.dream_shortfall``. Importance weights use the exact mixture probability.
 * ``prune``: Prune Bin members are deleted unless their policy entropy exceeds 0.3.
 * ``tune_pruning``: confidence variance under 0.1 (a confident, settled policy) raises the
   strength by one step, otherwise it relaxes one step toward the floor; the paper states only
@@ -394,7 +395,7 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty replay buffer")
         c = self.config
         n_target = int(round(c.dream_fraction * batch_size))
-        n_dream = min(n_target, self.dream_size)
+        n_dream = int(min(n_target, self.dream_size * c.dream_max_draws_per_member)) if self.dream_size else 0
         n_fill = n_target - n_dream
         n_uni = batch_size - n_target
         live = self.live_slots

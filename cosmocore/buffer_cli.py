@@ -21,6 +21,11 @@ from cosmocore.store import Store, StoreError
 buffer_app = typer.Typer(help="Inspect the CosmoCore replay buffer.", no_args_is_help=True)
 
 
+@buffer_app.callback()
+def _group() -> None:
+    """Inspect the CosmoCore replay buffer (keeps ``stats`` a subcommand while it is the only one)."""
+
+
 def _config_from_checkpoint(store: Store) -> BufferConfig:
     """The buffer config saved with the last checkpoint (defaults when none was saved)."""
     state = store.load_buffer_state()

@@ -17,9 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cosmocore.buffer_cli import buffer_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="CosmoCore Mini-World: PySpark bug tasks and affective replay.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Browse and verify Mini-World task suites.")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(buffer_app, name="buffer", help="Inspect the replay buffer of a store.")
 
 err = Console(stderr=True)
 SPARK_REMOTE_HELP = "Spark Connect server to run candidates on (sc://host:port); default: a local one"
@@ -34,6 +37,12 @@ def _emit(payload: dict) -> None:
     sys.stdout.flush()
 
 
+def _line(text: str) -> None:
+    """One unwrapped line on stderr (rich would wrap it at the terminal width)."""
+    sys.stderr.write(" ".join(str(text).split()) + "\n")
+    sys.stderr.flush()
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     """Map exceptions to the exit-status contract."""
@@ -42,11 +51,8 @@ def _errors() -> Iterator[None]:
 
     try:
         yield
-    except (BadInput, SuiteError) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(2)
-    except SparkStartError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+    except (BadInput, SuiteError, SparkStartError) as exc:
+        _line(f"error: {exc}")
         raise typer.Exit(2)
     except typer.Exit:
         raise
@@ -55,7 +61,7 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(130)
     except Exception as exc:  # noqa: BLE001 - anything else is our bug: say so, exit 1
         logging.getLogger("cosmocore").debug("internal error", exc_info=True)
-        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        _line(f"internal error: {type(exc).__name__}: {exc}")
         raise typer.Exit(1)
 
 

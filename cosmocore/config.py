@@ -50,6 +50,9 @@ class BufferConfig:
     dream_arousal: float = _f(0.7, "... and arousal > this (the paper's 'cringe' trajectories)")
     dream_rate: float = _f(5.0, "Dream Queue members are sampled this many times the baseline rate")
     dream_fraction: float = _f(0.8, "nocturnal minibatch share drawn from the Dream Queue (rest uniform)")
+    dream_max_draws_per_member: float = _f(
+        4.0, "a minibatch draws at most this many times the Dream Queue's size from it (our choice: the "
+        "paper is silent); beyond that the queue is 'short' and the rest is drawn from the whole buffer")
     prune_valence: float = _f(0.2, "Prune Bin gate: |valence| < this * strength ...")
     prune_arousal: float = _f(0.3, "... and arousal < this * strength (routine successes)")
     prune_entropy: float = _f(0.3, "Prune Bin members with policy entropy above this are kept (exploration)")
@@ -93,3 +96,5 @@ class TaggerConfig:
     exec_dropout: float = _f(0.5, "share of training rows whose execution block is zeroed, so the tagger also tags unexecuted code")
     arousal_ema: float = _f(0.99, "decay of the running mean |TD| that normalises arousal")
     seed: int = _f(0, "seed of the fixed projection of hidden states to the feature")
+    num_threads: int = _f(1, "torch intra-op threads while the tagger fits (a 66k-parameter MLP gains nothing "
+                          "from more, and on a busy machine their spin-waits cost far more than they give)")

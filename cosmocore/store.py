@@ -220,15 +220,15 @@ class DeltaRsBackend:
     def create(self, name: str, schema: pa.Schema, properties: dict[str, str]) -> None:
         from deltalake import DeltaTable
 
-        def _create() -> None:
+        try:
+            DeltaTable.create(
+                self.uri(name), schema, mode="ignore", name=name, configuration=properties,
+                storage_options=self.storage_options, raise_if_key_not_exists=False,
+            )
+        except Exception:
+            # Two processes opening a fresh store race to commit version 0: the loser finds it made.
             if not self.exists(name):
-                DeltaTable.create(
-                    self.uri(name), schema, mode="ignore", name=name, configuration=properties,
-                    storage_options=self.storage_options, raise_if_key_not_exists=False,
-                )
-
-        # Two processes opening a fresh store race to commit version 0; the loser finds it made.
-        _retry(_create, lambda e: self.exists(name) is False, self.cfg)
+                raise
 
     def properties(self, name: str) -> dict[str, str]:
         return dict(self._table(name).metadata().configuration)

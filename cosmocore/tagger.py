@@ -215,10 +215,29 @@ class AffectiveTagger(nn.Module):
         a_t = torch.as_tensor(arousal, dtype=torch.float32)
         opt = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(cfg.seed)
-        exec_lo = cfg.feature_dim - EXEC_DIM
         history: list[float] = []
         self.train()
-        for _ in range(cfg.epochs if epochs is None else epochs):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.num_threads)
+        try:
+            self._epochs(features, v_t, a_t, opt, gen, cfg.epochs if epochs is None else epochs, history)
+        finally:
+            torch.set_num_threads(threads)
+        return history
+
+    def _epochs(
+        self,
+        features: torch.Tensor,
+        v_t: torch.Tensor,
+        a_t: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        gen: torch.Generator,
+        epochs: int,
+        history: list[float],
+    ) -> None:
+        cfg = self.config
+        exec_lo = cfg.feature_dim - EXEC_DIM
+        for _ in range(epochs):
             order = torch.randperm(len(features), generator=gen)
             total = 0.0
             for start in range(0, len(order), cfg.batch_size):
@@ -231,9 +250,8 @@ class AffectiveTagger(nn.Module):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             history.append(total / len(features))
-        return history
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -56,6 +56,7 @@ def generate(rng: random.Random, kind: str) -> dict[str, list[tuple]]:
     ]
     if kind == "edge":
         transactions.append((n_txn + 1, 1, base, "credit", "0.00"))
+    rng.shuffle(transactions)  # arrival order is not txn_id order
     return {"transactions": transactions, "adjustments": adjustments}
 
 

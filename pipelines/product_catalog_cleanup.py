@@ -29,7 +29,7 @@ _BRANDS = ["acme", "Nordisk Ære", "élan vital", "BIG co", None]
 
 def _resend(rng: random.Random, sku: str, name: str | None, brand: str | None,
             price: float | None, day: dt.date) -> tuple:
-    """One delivery of a product version, formatted the way this particular feed run felt like."""
+    """One delivery of a product version, with the cosmetic noise a re-send may carry."""
     sku_text = rng.choice([sku, f"  {sku.lower()} ", f"{sku} "])
     if name is not None:
         name = rng.choice([name, name.replace(" ", "  "), f"\t{name} ", name.replace(" ", " \n ")])

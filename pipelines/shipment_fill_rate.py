@@ -57,14 +57,23 @@ def transform(order_lines: DataFrame, shipments: DataFrame) -> DataFrame:
     shipped = shipments.groupBy("order_id", "line_no").agg(
         F.sum("qty_shipped").alias("qty_shipped")
     )
-    lines = order_lines.join(shipped, on=["order_id", "line_no"], how="left").withColumn(
-        "qty_shipped", F.coalesce(F.col("qty_shipped"), F.lit(0).cast("bigint"))
+    lines = order_lines.alias("l").join(
+        shipped.alias("s"),
+        on=(F.col("l.order_id") == F.col("s.order_id"))
+        & (F.col("l.line_no") == F.col("s.line_no")),
+        how="left",
     )
+    qty_shipped = F.coalesce(F.col("s.qty_shipped"), F.lit(0))
     status = (
-        F.when(F.col("qty_shipped") >= F.col("qty_ordered"), "complete")
-        .when(F.col("qty_shipped") > 0, "partial")
+        F.when(qty_shipped >= F.col("l.qty_ordered"), "complete")
+        .when(qty_shipped > 0, "partial")
         .otherwise("unshipped")
     )
     return lines.select(
-        "order_id", "line_no", "sku", "qty_ordered", "qty_shipped", status.alias("status")
+        F.col("l.order_id").alias("order_id"),
+        F.col("l.line_no").alias("line_no"),
+        F.col("l.sku").alias("sku"),
+        F.col("l.qty_ordered").alias("qty_ordered"),
+        qty_shipped.alias("qty_shipped"),
+        status.alias("status"),
     )

@@ -1,0 +1,83 @@
+"""The Gymnasium-style environment and the TRL adapter, on the session's real Spark sandbox."""
+from __future__ import annotations
+
+import pytest
+
+from miniworld.env import MiniWorldEnv
+from miniworld.extract import extract_code
+from miniworld.trl_reward import MiniWorldReward, task_dataset
+
+
+@pytest.fixture()
+def env(sandbox, smoke_tasks):
+    return MiniWorldEnv(smoke_tasks, sandbox, split="train", max_turns=2, seed=3)
+
+
+def test_reset_is_seeded(env) -> None:
+    a = [env.reset(seed=11)[0]["task_id"] for _ in range(1)] + [env.reset()[0]["task_id"] for _ in range(4)]
+    b = [env.reset(seed=11)[0]["task_id"] for _ in range(1)] + [env.reset()[0]["task_id"] for _ in range(4)]
+    assert a == b
+    obs, info = env.reset(seed=11)
+    assert obs["turn"] == 0 and "## Spec" in obs["prompt"] and obs["messages"][0]["role"] == "system"
+    assert info["split"] == "train"
+
+
+def test_two_turn_self_correction(env, smoke_tasks) -> None:
+    task = next(t for t in smoke_tasks if t.split == "train" and t.bug_class == "filter_boundary")
+    obs, _ = env.reset(options={"task_id": task.id})
+    obs, reward, terminated, truncated, info = env.step(f"Here you go:\n```python\n{task.buggy_code}```")
+    assert info["outcome"] != "correct" and 0.0 <= reward < 1.0
+    assert not terminated and not truncated and obs["turn"] == 1
+    assert "Your attempt 1" in obs["prompt"] and info["feedback"] in obs["prompt"]
+    obs, reward, terminated, truncated, info = env.step(task.reference_code)
+    assert info["outcome"] == "correct" and reward == 1.0 and terminated and not truncated
+    with pytest.raises(RuntimeError):
+        env.step(task.reference_code)
+
+
+def test_truncated_after_max_turns(env, smoke_tasks) -> None:
+    task = next(t for t in smoke_tasks if t.split == "train")
+    env.reset(options={"task_id": task.id})
+    env.step("def transform(**kw):\n    return 1\n")
+    _, reward, terminated, truncated, info = env.step("not python at all (")
+    assert info["outcome"] == "syntax_error" and reward == 0.0 and truncated and not terminated
+
+
+def test_step_many_runs_a_batch(env, smoke_tasks) -> None:
+    train = [t for t in smoke_tasks if t.split == "train"][:4]
+    obs, _ = env.reset_many(len(train), options={"task_ids": [t.id for t in train]})
+    assert [o["task_id"] for o in obs] == [t.id for t in train]
+    out = env.step_many([t.reference_code for t in train])
+    assert [o[4]["outcome"] for o in out] == ["correct"] * len(train)
+    with pytest.raises(ValueError):
+        env.reset_many(2)
+        env.step_many(["x"])
+
+
+def test_unknown_task_and_empty_split(sandbox, smoke_tasks) -> None:
+    env = MiniWorldEnv(smoke_tasks, sandbox)
+    with pytest.raises(KeyError, match="unknown task"):
+        env.reset(options={"task_id": "nope"})
+    with pytest.raises(ValueError, match="no tasks in split"):
+        MiniWorldEnv(smoke_tasks, sandbox, split="holdout")
+
+
+def test_trl_reward_function_and_dataset(sandbox, smoke_tasks) -> None:
+    dataset = task_dataset(smoke_tasks, split="train")
+    assert set(dataset.column_names) >= {"prompt", "task_id"}
+    assert dataset[0]["prompt"][-1]["role"] == "user"
+    reward = MiniWorldReward(sandbox, smoke_tasks)
+    rows = dataset.select(range(2))
+    by_id = {t.id: t for t in smoke_tasks}
+    completions = [[{"role": "assistant", "content": f"```python\n{by_id[i].reference_code}```"}] for i in rows["task_id"]]
+    completions[1] = [{"role": "assistant", "content": f"```python\n{by_id[rows['task_id'][1]].buggy_code}```"}]
+    scores = reward(prompts=rows["prompt"], completions=completions, task_id=rows["task_id"])
+    assert scores[0] == 1.0 and 0.0 <= scores[1] < 1.0
+    assert reward.last_outcomes[0] == "correct"
+
+
+def test_extract_code_prefers_the_block_defining_transform() -> None:
+    reply = "Explanation\n```python\nx = 1\n```\nFixed:\n```python\ndef transform(a):\n    return a\n```\n"
+    assert extract_code(reply) == "def transform(a):\n    return a\n"
+    assert extract_code("def transform(a):\n    return a") == "def transform(a):\n    return a\n"
+    assert extract_code("```\nfoo()\n```") == "foo()\n"
