@@ -39,7 +39,7 @@ def mix(tasks: list[Task], n: int, seed: int = 0) -> list[tuple[Task, str, str]]
         task = tasks[i % len(tasks)]
         kind = kinds[(i * 37) % len(kinds)] if i >= 5 else ["correct", "buggy", "syntax", "unknown", "timeout"][i]
         code = {"correct": task.reference_code, "buggy": task.buggy_code,
-                "syntax": task.reference_code.replace("):", ")", 1),
+                "syntax": task.reference_code.replace("def transform", "def transform(", 1),
                 "unknown": task.reference_code.replace("'", "'zz_", 1),
                 "timeout": TIMEOUT_CODE}[kind]
         out.append((task, code, kind))
@@ -54,11 +54,7 @@ def run_sandbox(episodes, workers: int) -> dict:
     try:
         box.evaluate_many([(t, t.reference_code) for t in {e[0].id: e[0] for e in episodes}.values()])  # register views
         t0 = time.monotonic()
-        results = []
-        batch = workers * 4
-        for i in range(0, len(episodes), batch):
-            chunk = episodes[i:i + batch]
-            results += box.evaluate_many([(t, c) for t, c, _ in chunk], TIMEOUT_S)
+        results = box.evaluate_many([(t, c) for t, c, _ in episodes], TIMEOUT_S)
         wall = time.monotonic() - t0
         probe = [box.evaluate(episodes[0][0], "def transform(**inputs):\n    return spark.range(1)\n").duration_s
                  for _ in range(10)]

@@ -33,19 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cosmocore.config import StoreConfig
+from miniworld.checks import OUTCOMES  # one list of outcome names for the product
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = "cosmocore.schemaVersion"
-OUTCOMES: tuple[str, ...] = (
-    "correct",
-    "wrong_result",
-    "runtime_error",
-    "unknown_reference",
-    "syntax_error",
-    "timeout",
-    "policy_violation",
-    "resource_limit",
-)
 BINS: tuple[str, ...] = ("dream", "prune", "main")
 
 _TS = pa.timestamp("us", tz="UTC")  # not timestamp_ntz: that needs a newer Delta protocol
