@@ -227,6 +227,135 @@ def run(
         Console().print(result.feedback, markup=False)
 
 
+@app.command("solve")
+def solve(
+    task: str = typer.Option(..., "--task", help="task id"),
+    model: str = typer.Option("smollm2-135m", help="smollm2-135m, tiny, or a Hugging Face id / local path"),
+    turns: int = typer.Option(2, help="attempts, each after the feedback of the last"),
+    suite: Optional[str] = typer.Option(None, help="suite the task belongs to (default: search all)"),
+    greedy: bool = typer.Option(True, help="greedy decoding (else sample at --temperature)"),
+    temperature: float = typer.Option(0.9, help="sampling temperature when not greedy"),
+    max_new_tokens: int = typer.Option(256, help="generation budget per attempt"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    seed: int = typer.Option(0, help="seed for sampling"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Let a model try a task with self-correction turns; show each attempt and its outcome."""
+    with _errors():
+        from cosmocore.policy import Policy, PolicyError
+        from miniworld.task import messages
+
+        if turns < 1:
+            raise BadInput(f"--turns must be >= 1, got {turns}")
+        s, found = _find_task(task, suite)
+        try:
+            with err.status(f"loading model {model}..."):
+                policy = Policy.load(model, device=device, seed=seed, temperature=temperature)
+        except PolicyError as exc:
+            raise BadInput(str(exc))
+        attempts: list[dict] = []
+        with _sandbox(spark_remote) as box:
+            _, tasks = _verified_tasks(s.source, spark_remote, box)
+            verified = next((t for t in tasks if t.id == found.id), None)
+            if verified is None:
+                raise BadInput(f"task {task!r} was discarded by verification (its bug is not observable)")
+            history: list[tuple[str, str]] = []
+            for turn in range(1, turns + 1):
+                with err.status(f"turn {turn}: generating..."):
+                    gen = policy.generate([messages(verified, history)], max_new_tokens=max_new_tokens, greedy=greedy)[0]
+                result = box.evaluate(verified, gen.code)
+                attempts.append({"turn": turn, "code": gen.code, "outcome": result.outcome, "reward": result.reward,
+                                 "checks_passed": result.checks_passed, "checks_total": result.checks_total,
+                                 "error": result.error, "feedback": result.feedback, "completion": gen.text})
+                if not json_out:
+                    out = Console()
+                    colour = "green" if result.outcome == "correct" else "red"
+                    out.rule(f"turn {turn}: [{colour}]{result.outcome}[/] reward {result.reward:.3f}")
+                    out.print(gen.code, markup=False)
+                    out.print(result.feedback, markup=False)
+                if result.outcome == "correct":
+                    break
+                history.append((gen.code, result.feedback))
+        if json_out:
+            _emit({"task": verified.id, "model": model, "attempts": attempts})
+
+
+@app.command("train")
+def train(
+    model: str = typer.Option("smollm2-135m", help="smollm2-135m, tiny, or a Hugging Face id / local path"),
+    arm: str = typer.Option("cosmocore", help="uniform, cosmocore, no_prioritization, no_pruning, cocos"),
+    suite: str = typer.Option("standard", help="task suite"),
+    cycles: int = typer.Option(10, help="day + night + eval cycles"),
+    seed: int = typer.Option(0, help="seed for tasks, sampling, init and replay"),
+    store: str = typer.Option("./store", help="Delta store URI"),
+    out: str = typer.Option("./runs/train", help="checkpoint and summary directory"),
+    resume: bool = typer.Option(False, help="continue from the checkpoint in --out"),
+    episodes_per_cycle: int = typer.Option(16, help="train tasks attempted per day phase"),
+    turns: int = typer.Option(2, help="attempts per task in the day phase"),
+    max_new_tokens: int = typer.Option(256, help="generation budget per attempt"),
+    nocturnal_steps: int = typer.Option(4, help="optimizer steps per night"),
+    minibatch: int = typer.Option(8, help="episodes per nocturnal minibatch"),
+    lr: float = typer.Option(1e-5, help="Adam learning rate"),
+    eval_tasks: int = typer.Option(0, help="held-out tasks per evaluation (0 = all)"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object (the final summary)"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Train a policy: day phase (rollouts), nocturnal phase (replay + PPO), evaluation."""
+    with _errors():
+        from cosmocore.policy import PolicyError
+        from cosmocore.store import StoreError
+        from cosmocore.trainer import Trainer, TrainConfig
+
+        if spark_remote is not None and not spark_remote.startswith("sc://"):
+            raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+        try:
+            cfg = TrainConfig(model=model, arm=arm, suite=suite, cycles=cycles, seed=seed, store=store, out=out,
+                              episodes_per_cycle=episodes_per_cycle, turns=turns, max_new_tokens=max_new_tokens,
+                              nocturnal_steps=nocturnal_steps, minibatch=minibatch, lr=lr, eval_tasks=eval_tasks,
+                              device=device, spark_remote=spark_remote)
+        except ValueError as exc:
+            raise BadInput(str(exc))
+        bar = _progress()
+        phases: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in phases:
+                phases[phase] = bar.add_task(phase, total=total)
+            bar.update(phases[phase], completed=done, total=total)
+
+        try:
+            with err.status(f"loading model {model}, Spark and the {suite} suite..."):
+                trainer = Trainer(cfg, progress)
+        except (PolicyError, StoreError) as exc:
+            raise BadInput(str(exc))
+        try:
+            if resume and trainer.resume():
+                err.print(f"resumed {trainer.cfg.run_id} at cycle {trainer.cycle}")
+            cycles_bar = bar.add_task("cycles", total=cfg.cycles, completed=trainer.cycle)
+
+            def on_cycle(r: dict) -> None:
+                bar.update(cycles_bar, completed=r["cycle"] + 1)
+                bar.console.print(
+                    f"cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}, "
+                    f"day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}, "
+                    f"entropy {r['entropy']:.3f}, approx_kl {r.get('approx_kl', float('nan')):.4f}, "
+                    f"clip {r.get('clip_frac', float('nan')):.3f}, {r['wall_s']:.0f}s", markup=False, highlight=False)
+
+            with bar:
+                summary = trainer.train(on_cycle)
+        finally:
+            trainer.close()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "summary.json").write_text(json.dumps(summary, default=str, indent=2))
+        if json_out:
+            _emit({k: v for k, v in summary.items() if k != "history"})
+        else:
+            err.print(f"run {summary['run_id']}: {summary['cycles_completed']} cycles, {summary['episodes']} episodes, "
+                      f"final eval hallucination rate {summary['final_hallucination_rate']}; checkpoint {summary['checkpoint']}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     app()

