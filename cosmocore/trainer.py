@@ -291,7 +291,7 @@ class Trainer:
             clip_frac = per_seq(((ratio - 1).abs() > cfg.clip_eps).float()).mean().item()
             var = returns.var(unbiased=False).item()
             ev = 1 - (returns - values).var(unbiased=False).item() / var if var > 0 else float("nan")
-        stats = {"loss": loss.item(), "pg_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
+        stats = {"loss": loss.item(), "pg_loss": pg_loss.item(), "value_loss": v_loss.item(), "update_entropy": entropy.item(),
                  "kl_ref": kl.item(), "approx_kl": approx_kl, "clip_frac": clip_frac, "explained_variance": ev}
         return loss, stats, (returns - values).detach()
 
