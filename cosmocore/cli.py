@@ -298,6 +298,8 @@ def train(
     minibatch: int = typer.Option(8, help="episodes per nocturnal minibatch"),
     lr: float = typer.Option(1e-5, help="Adam learning rate"),
     eval_tasks: int = typer.Option(0, help="held-out tasks per evaluation (0 = all)"),
+    warmup_sft: int = typer.Option(0, help="supervised warm-start steps on train-split (buggy -> reference) pairs"),
+    lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA adapters (default: on above ~1B parameters)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object (the final summary)"),
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
@@ -314,7 +316,7 @@ def train(
             cfg = TrainConfig(model=model, arm=arm, suite=suite, cycles=cycles, seed=seed, store=store, out=out,
                               episodes_per_cycle=episodes_per_cycle, turns=turns, max_new_tokens=max_new_tokens,
                               nocturnal_steps=nocturnal_steps, minibatch=minibatch, lr=lr, eval_tasks=eval_tasks,
-                              device=device, spark_remote=spark_remote)
+                              warmup_sft=warmup_sft, lora=lora, device=device, spark_remote=spark_remote)
         except ValueError as exc:
             raise BadInput(str(exc))
         bar = _progress()

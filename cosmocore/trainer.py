@@ -75,6 +75,10 @@ class TrainConfig:
     cocos_gamma: float = option(0.5, "COCOS accumulated-reward discount")
     cocos_k: int = option(2, "COCOS rollouts per task (RLOO baseline)")
     tagger_epochs: int = option(20, "tagger epochs per night")
+    warmup_sft: int = option(0, "supervised warm-start steps on (buggy -> reference) pairs of the train split "
+                             "before cycle 0 (COCOS's 'boost model' step); the KL reference is the warmed-up policy")
+    sft_batch: int = option(4, "pairs per warm-start step")
+    sft_lr: float = option(5e-5, "warm-start Adam learning rate")
     workers: int = option(2, "sandbox workers")
     timeout_s: float = option(30.0, "wall-clock limit per candidate")
     device: str | None = option(None, "cpu, cuda, cuda:N (default: cuda when present)")
@@ -154,7 +158,8 @@ class Trainer:
         self.value_head = ValueHead(self.policy.hidden_size).to(self.device)
         params = [p for p in self.policy.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
-        self.reference = self.policy.reference_model()
+        self.reference: torch.nn.Module | None = None  # set after the warm start (see train)
+        self.warmed_up = False
         self.tagger_cfg = TaggerConfig()
         self.tagger = AffectiveTagger(self.tagger_cfg)
         self.tagger_fitted = False
@@ -414,6 +419,8 @@ class Trainer:
         torch.save({"cycle": self.cycle, "config": asdict(self.cfg), "policy": self.policy.state_dict_for_checkpoint(),
                     "value_head": self.value_head.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "tagger": self.tagger.state_dict(), "tagger_fitted": self.tagger_fitted,
+                    "warmed_up": self.warmed_up,
+                    "reference": self.reference.state_dict() if self.warmed_up and not self.policy.is_lora else None,
                     "arousal": self.arousal.state_dict(), "features": self.features, "history": self.history,
                     "rng": {"python": self.rng.getstate(), "global_python": random.getstate(),
                             "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
@@ -429,6 +436,10 @@ class Trainer:
         state = torch.load(path, weights_only=False)
         self.cfg.run_id = state["config"]["run_id"]  # same ids -> idempotent re-appends
         self.policy.load_state_dict_from_checkpoint(state["policy"])
+        self.reference = self.policy.reference_model()
+        if state.get("reference") is not None:  # the KL anchor is the warmed-up policy
+            self.reference.load_state_dict(state["reference"])
+        self.warmed_up = state.get("warmed_up", False)
         self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.tagger.load_state_dict(state["tagger"])
@@ -445,8 +456,42 @@ class Trainer:
         self.buffer.rng.bit_generator.state = state["rng"]["buffer"]
         return True
 
+    # ------------------------------------------------------------------ warm start
+    def warmup(self) -> dict:
+        """Supervised fine-tuning on the train split's own (buggy prompt -> reference code)
+        pairs, never the eval split. Hand-written: it is ten lines over ``sequence_logprobs``
+        (at temperature 1), where TRL's SFTTrainer would need its own dataset and loop."""
+        cfg = self.cfg
+        opt = torch.optim.Adam([p for p in self.policy.model.parameters() if p.requires_grad], lr=cfg.sft_lr)
+        eos = self.policy.eos_token_ids[:1]
+        pairs = [(self.policy.encode_chat(messages(t)),
+                  self.policy.tokenizer(f"```python\n{t.reference_code}```", add_special_tokens=False)["input_ids"] + eos)
+                 for t in self.train_tasks]
+        temperature, self.policy.temperature = self.policy.temperature, 1.0
+        losses = []
+        try:
+            self.policy.model.train()
+            for step in range(cfg.warmup_sft):
+                batch = [pairs[self.rng.randrange(len(pairs))] for _ in range(cfg.sft_batch)]
+                logp, _, mask, _ = self.policy.sequence_logprobs([b[0] for b in batch], [b[1] for b in batch])
+                loss = -(logp * mask).sum() / mask.sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                losses.append(loss.item())
+                self.progress("warm-up", step + 1, cfg.warmup_sft)
+        finally:
+            self.policy.temperature = temperature
+        self.warmed_up = True
+        return {"sft_loss_first": losses[0], "sft_loss_last": losses[-1], "sft_steps": len(losses)}
+
     # ------------------------------------------------------------------ the loop
     def train(self, on_cycle: Callable[[dict], None] | None = None) -> dict:
+        if self.cfg.warmup_sft and not self.warmed_up:
+            self.warmup_stats = self.warmup()
+        if self.reference is None:
+            self.reference = self.policy.reference_model()
         while self.cycle < self.cfg.cycles:
             started = time.monotonic()
             day = self.day()

@@ -94,3 +94,32 @@ def test_train_cli_bad_input(tmp_path) -> None:
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 2, out.stderr
         assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_warm_start_lowers_the_nll_of_train_pairs_and_anchors_the_reference(tmp_path, sandbox, smoke_tasks) -> None:
+    import torch
+
+    from miniworld.task import messages
+
+    trainer = Trainer(_cfg(tmp_path, warmup_sft=12, sft_batch=2, sft_lr=2e-3, cycles=1), sandbox=sandbox)
+    task = trainer.train_tasks[0]
+    prompt = [trainer.policy.encode_chat(messages(task))]
+    target = [trainer.policy.tokenizer(f"```python\n{task.reference_code}```", add_special_tokens=False)["input_ids"]]
+
+    def nll() -> float:
+        trainer.policy.model.eval()
+        with torch.no_grad():
+            logp, _, mask, _ = trainer.policy.sequence_logprobs(prompt, target)
+        return float(-(logp * mask).sum() / mask.sum())
+
+    before = nll()
+    stats = trainer.warmup()
+    assert stats["sft_steps"] == 12 and nll() < before
+    assert {t.split for t in trainer.train_tasks} == {"train"}  # the eval split never trains
+    trainer.train()
+    # the KL reference is the warmed-up policy, not the random init
+    ref = trainer.reference
+    with torch.no_grad():
+        ref_logp = trainer.policy.sequence_logprobs(prompt, target, model=ref)[0]
+    assert float(-(ref_logp).sum() / len(target[0])) < before
+    trainer.close()
