@@ -264,8 +264,10 @@ class Trainer:
         return BIN_NAMES[int(self.buffer.bins_of(np.array([valence]), np.array([arousal]))[0])]
 
     # ------------------------------------------------------------------ night phase
-    def _loss(self, rows: list[dict], advantages: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """Clipped PG + value + entropy + KL over a minibatch of stored episodes."""
+    def _loss(self, rows: list[dict], advantages: torch.Tensor | None, weights: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Clipped PG + value + entropy + KL over a minibatch of stored episodes. Without
+        ``advantages`` they are ``r - V(s)`` from this same forward (normalised over the batch):
+        no separate baseline pass."""
         cfg = self.cfg
         prompt_ids = [r["prompt_ids"] for r in rows]
         completion_ids = [r["completion_ids"] for r in rows]
@@ -278,6 +280,12 @@ class Trainer:
             old[i, : len(r["behaviour_logprobs"])] = torch.tensor(r["behaviour_logprobs"], device=logp.device)
         log_ratio = (logp - old) * mask
         ratio = torch.exp(log_ratio).clamp(max=cfg.ratio_cap)  # truncated importance ratio
+        values = self.value_head(pooled)
+        returns = torch.tensor([float(r["reward"]) for r in rows], device=values.device)
+        if advantages is None:
+            advantages = (returns - values).detach().float()
+            if len(advantages) > 1 and advantages.std() > 1e-8:
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         adv = advantages.to(logp.device).unsqueeze(-1)
         pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * adv)
         tokens = mask.sum(-1).clamp_min(1.0)
@@ -286,8 +294,6 @@ class Trainer:
         pg_loss = (w * per_seq(pg)).mean()
         delta = (ref_logp - logp) * mask  # masked first: padding must not overflow exp()
         kl = per_seq(torch.exp(delta) - delta - 1.0).mean()  # k3 estimator, always >= 0
-        values = self.value_head(pooled)
-        returns = torch.tensor([float(r["reward"]) for r in rows], device=values.device)
         v_loss = (w * (values - returns) ** 2).mean()
         entropy = per_seq(ent).mean()
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy + cfg.kl_beta * kl
@@ -324,14 +330,7 @@ class Trainer:
             batch = self.buffer.sample_nocturnal(cfg.minibatch) if cfg.arm in ("cosmocore", "no_pruning") \
                 else self.buffer.sample(cfg.minibatch)
             rows = self._episodes(batch.episode_ids)
-            with torch.no_grad():
-                self.policy.model.eval()
-                _, _, _, pooled = self.policy.sequence_logprobs([r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows])
-                baseline = self.value_head(pooled).float().cpu()
-            adv = torch.tensor([float(r["reward"]) for r in rows]) - baseline
-            if len(adv) > 1 and adv.std() > 1e-8:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            loss, s, new_td = self._loss(rows, adv, torch.as_tensor(batch.weights, dtype=torch.float32))
+            loss, s, new_td = self._loss(rows, None, torch.as_tensor(batch.weights, dtype=torch.float32))
             self._step(loss)
             # replay feedback: new TD errors become priorities
             self.buffer.update_priorities(batch, new_td.float().cpu().numpy())
