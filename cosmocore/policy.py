@@ -560,7 +560,8 @@ class Policy:
         prompt_ids: list[list[int]],
         completion_ids: list[list[int]],
         model: torch.nn.Module | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        extras: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Log-probs and entropy of ``completion_ids`` given ``prompt_ids``, from ONE forward.
 
         Returns ``(logprobs [B,T], entropy [B,T], mask [B,T], pooled_hidden [B,H])`` as float32
@@ -568,7 +569,8 @@ class Policy:
         hidden state is the mean last hidden state over the prompt tokens (the critic's and the
         tagger's view of the task). Gradients flow when ``model`` (default: the policy) is in
         train mode; in eval mode this runs under ``no_grad``. ``model`` may be the frozen
-        ``reference_model()`` for the KL term."""
+        ``reference_model()`` for the KL term; ``extras=False`` skips what the KL term does not
+        need (entropy comes back as zeros, the pooled state as None, no hidden states kept)."""
         if len(prompt_ids) != len(completion_ids):
             raise ValueError("prompt_ids and completion_ids must have the same length")
         net = self.model if model is None else model
@@ -591,7 +593,7 @@ class Policy:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=_positions(attention_mask),
-                output_hidden_states=True,
+                output_hidden_states=extras,
                 use_cache=False,
                 logits_to_keep=width + 1,  # the lm_head only where completion tokens are predicted
             )
@@ -600,6 +602,8 @@ class Policy:
             logits = out.logits[:, :-1, :].float() / self.temperature
             mask = completion_mask.float()
             logprobs = selective_log_softmax(logits, completion) * mask
+            if not extras:
+                return logprobs, torch.zeros_like(logprobs), mask, None
             entropy = entropy_from_logits(logits) * mask
             pooled = _masked_mean(out.hidden_states[-1][:, : prompt.shape[1]], prompt_mask)
         return logprobs, entropy, mask, pooled
@@ -623,7 +627,7 @@ class Policy:
 
     def reference_logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> torch.Tensor:
         """Convenience: the reference policy's log-probs ``[B,T]`` (padded positions 0)."""
-        return self.sequence_logprobs(prompt_ids, completion_ids, model=self.reference_model())[0]
+        return self.sequence_logprobs(prompt_ids, completion_ids, model=self.reference_model(), extras=False)[0]
 
     def pooled_hidden(self, texts: list[str], max_tokens: int = 1024, batch_size: int = 8) -> torch.Tensor:
         """Mean last hidden state of each raw text (no chat template), ``[B,H]`` float32 on

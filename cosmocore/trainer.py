@@ -274,7 +274,7 @@ class Trainer:
         self.policy.model.train()
         logp, ent, mask, pooled = self.policy.sequence_logprobs(prompt_ids, completion_ids)
         with torch.no_grad():
-            ref_logp, _, _, _ = self.policy.sequence_logprobs(prompt_ids, completion_ids, model=self.reference)
+            ref_logp = self.policy.sequence_logprobs(prompt_ids, completion_ids, model=self.reference, extras=False)[0]
         old = torch.zeros_like(logp)
         for i, r in enumerate(rows):
             old[i, : len(r["behaviour_logprobs"])] = torch.tensor(r["behaviour_logprobs"], device=logp.device)
