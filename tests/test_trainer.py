@@ -123,3 +123,18 @@ def test_warm_start_lowers_the_nll_of_train_pairs_and_anchors_the_reference(tmp_
         ref_logp = trainer.policy.sequence_logprobs(prompt, target, model=ref)[0]
     assert float(-(ref_logp).sum() / len(target[0])) < before
     trainer.close()
+
+
+def test_same_seed_same_run(tmp_path, sandbox, smoke_tasks) -> None:
+    """Everything reproducible from --seed: two runs, same seed, same episodes and metrics."""
+    histories, completions = [], []
+    for k in range(2):
+        trainer = Trainer(_cfg(tmp_path / f"r{k}", cycles=1), sandbox=sandbox)
+        summary = trainer.train()
+        trainer.close()
+        keep = ("day_reward", "day_correct", "entropy", "loss", "eval_hallucination_rate", "tokens_generated")
+        histories.append({key: summary["history"][0][key] for key in keep})
+        rows = Store.open(str(tmp_path / f"r{k}" / "store")).read_episodes(columns=["task_id", "turn", "completion_ids"])
+        completions.append(sorted((r["task_id"], r["turn"], tuple(r["completion_ids"])) for r in rows.to_pylist()))
+    assert histories[0] == histories[1]
+    assert completions[0] == completions[1]
