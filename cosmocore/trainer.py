@@ -18,14 +18,13 @@ entropy maths are TRL's (see ``cosmocore.policy``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
 import time
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -524,11 +523,3 @@ def _means(stats: list[dict]) -> dict[str, float]:
         vals = [s[key] for s in stats if s[key] is not None and math.isfinite(s[key])]
         out[key] = float(np.mean(vals)) if vals else float("nan")
     return out
-
-
-def config_help() -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, default=str)
