@@ -2,8 +2,10 @@
 trainer's per-cycle history dicts. The report quotes these docstrings, so each states exactly what
 it counts.
 
-Conventions. ``cycle`` is the trainer's 0-based cycle number; a per-cycle list has index ==
-cycle and ``None`` where a cycle has no rows. Per-run metrics refuse a table that mixes runs
+Conventions. ``cycle`` counts training cycles done: evaluation rows at cycle 0 measure the
+policy before any training (after the optional supervised warm start), cycle c >= 1 the policy
+after c day + night cycles. So a run of N cycles has N + 1 eval points; a per-cycle list has
+index == cycle and ``None`` where a cycle has no rows. Per-run metrics refuse a table that mixes runs
 (``split_runs`` first), because pooling seeds would hide the seed-to-seed spread the CIs need.
 Missing values (None, NaN, inf) are dropped, never averaged. Results are plain Python floats,
 ints and lists (JSON-serialisable); an undefined statistic is ``None``, never NaN.
@@ -129,13 +131,14 @@ def final_rate(rates: Sequence[float | None]) -> float | None:
 
 
 def cycles_to_zero_error(rates: Sequence[float | None], target: float = 0.0) -> int | None:
-    """The number of cycles trained until the eval rate first reaches ``target`` or below:
-    1-based, so a rate of 0 at cycle 0 gives 1 (the paper's "80 -> 44 cycles" is this count).
-    None when no cycle reaches it: the run is censored at the budget (len(rates) cycles)."""
+    """The number of training cycles until the eval rate first reaches ``target`` or below: the
+    first index c of the per-cycle rates (index = cycles trained) with rate <= target, so 0 when
+    the policy is already there before training (the paper's "80 -> 44 cycles" is this count).
+    None when no cycle reaches it: the run is censored at the budget (len(rates) - 1 cycles)."""
     for i, r in enumerate(rates):
         x = _num(r)
         if x is not None and x <= target + 1e-12:  # tolerance for shares like 3/10 vs 0.3
-            return i + 1
+            return i
     return None
 
 
@@ -336,7 +339,8 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> list[float | None
 
 def buffer_occupancy(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Replay-buffer entries after each night (``buffer_size``, after pruning) and Dream Queue
-    entries (``dream_queue``): per cycle, max and final. Bloat without pruning is the ratio of
+    entries (``dream_queue``): one entry per history record (None for a record without a
+    night, such as the cycle-0 evaluation), max and final. Bloat without pruning is the ratio of
     the no_pruning arm's max to the cosmocore arm's."""
     size, dream = _series(history, "buffer_size"), _series(history, "dream_queue")
     as_int = lambda xs: [None if x is None else int(x) for x in xs]  # noqa: E731

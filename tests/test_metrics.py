@@ -59,13 +59,14 @@ def test_mixed_runs_are_refused_and_split_runs_separates_them() -> None:
     assert {k: M.hallucination_rate_per_cycle(v) for k, v in runs.items()} == {"r0": [1.0], "r1": [0.0]}
 
 
-def test_cycles_to_zero_error_is_one_based_and_censored_as_none() -> None:
-    assert M.cycles_to_zero_error([0.5, 0.25, 0.0, 0.0]) == 3
-    assert M.cycles_to_zero_error([0.0]) == 1
+def test_cycles_to_zero_error_counts_cycles_trained_and_censors_as_none() -> None:
+    # index = cycles trained: rates[0] is the policy before training
+    assert M.cycles_to_zero_error([0.5, 0.25, 0.0, 0.0]) == 2
+    assert M.cycles_to_zero_error([0.0]) == 0
     assert M.cycles_to_zero_error([0.5, 0.5]) is None
     assert M.cycles_to_zero_error([]) is None
-    assert M.cycles_to_zero_error([0.5, None, float("nan"), 0.3], target=0.3) == 4
-    assert M.cycles_to_zero_error([0.9, 3 / 10], target=0.3) == 2
+    assert M.cycles_to_zero_error([0.5, None, float("nan"), 0.3], target=0.3) == 3
+    assert M.cycles_to_zero_error([0.9, 3 / 10], target=0.3) == 1
     assert M.final_rate([0.5, 0.2, None]) == 0.2 and M.final_rate([]) is None
 
 
@@ -74,7 +75,7 @@ def test_cycles_to_zero_error_is_one_based_and_censored_as_none() -> None:
 def test_cycles_to_zero_error_is_the_first_hit(rates: list, target: float) -> None:
     k = M.cycles_to_zero_error(rates, target)
     hits = [i for i, r in enumerate(rates) if r is not None and r <= target + 1e-12]
-    assert k == (hits[0] + 1 if hits else None)
+    assert k == (hits[0] if hits else None)
 
 
 # ------------------------------------------------------------------ recurrence
@@ -293,6 +294,6 @@ def test_metrics_read_the_evaluations_table(tmp_path: Path) -> None:
                                "seed": 0, "split": "eval"} for r in t1 + t2])
     table = store.read_evaluations(filters=[("run_id", "=", "r0")])
     rates = M.hallucination_rate_per_cycle(table)
-    assert rates == [1.0, 0.5, 0.0] and M.cycles_to_zero_error(rates) == 3
+    assert rates == [1.0, 0.5, 0.0] and M.cycles_to_zero_error(rates) == 2
     assert M.bug_recurrence_rate(table)["pairs_fixed"] == 2
     assert M.self_correction(table)["delta_c_to_i"] == 0.5
