@@ -463,6 +463,23 @@ class Policy:
     def hidden_size(self) -> int:
         return int(self._base_model().config.hidden_size)
 
+    def train_top_layers(self, k: int) -> None:
+        """Freeze everything below the top ``k`` transformer blocks (embeddings, tied head and
+        lower blocks included); the final norm and, under LoRA, only the top blocks' adapters stay
+        trainable. Autograd then stops at the lowest trained block, so a backward pass costs
+        about ``k / n_layers`` of a full one: what makes CPU fine-tuning fit a quick budget.
+        Call before building an optimizer; ``k <= 0`` or ``k >= n_layers`` changes nothing."""
+        layers = getattr(getattr(self._base_model(), "model", None), "layers", None)
+        if layers is None:
+            raise PolicyError(f"model {self.name!r}: cannot find its transformer blocks to freeze")
+        if k <= 0 or k >= len(layers):
+            return
+        keep = {id(p) for block in list(layers)[-k:] for p in block.parameters()}
+        keep |= {id(p) for p in self._base_model().model.norm.parameters()}
+        for p in self.model.parameters():
+            if id(p) not in keep:
+                p.requires_grad_(False)
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         params = self.model.parameters()
         return sum(p.numel() for p in params if p.requires_grad or not trainable_only)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cosmocore.store import Store
 from cosmocore.trainer import ARMS, TrainConfig, Trainer, buffer_config
@@ -38,7 +39,9 @@ def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path
     summary = trainer.train()
     trainer.close()
     assert summary["cycles_completed"] == 1
-    record = summary["history"][0]
+    initial, record = summary["history"]
+    assert initial["cycle"] == 0 and "eval_hallucination_rate" in initial and "day_reward" not in initial
+    assert "loss" not in initial and record["cycle"] == 1
     for key in ("approx_kl", "clip_frac", "explained_variance", "kl_ref", "dream_share", "entropy",
                 "eval_hallucination_rate", "nocturnal_tokens_per_s"):
         assert key in record, key
@@ -50,18 +53,20 @@ def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path
     for row in first.to_pylist():
         assert len(row["behaviour_logprobs"]) == len(row["completion_ids"])
 
-    # a new process picks up where the checkpoint left off: cycle 1, same run id, no duplicates
+    # a new process picks up where the checkpoint left off: cycle 2, same run id, no duplicates
     resumed = Trainer(_cfg(tmp_path, cycles=2), sandbox=sandbox)
-    assert resumed.resume() and resumed.cycle == 1 and resumed.cfg.run_id == cfg.run_id
+    assert resumed.resume() and resumed.cycle == 2 and resumed.cfg.run_id == cfg.run_id
     summary = resumed.train()
     resumed.close()
     episodes = Store.open(cfg.store).read_episodes(columns=["episode_id", "cycle", "run_id"])
     ids = episodes.column("episode_id").to_pylist()
     assert len(ids) == len(set(ids))
-    assert set(episodes.column("cycle").to_pylist()) == {0, 1}
+    assert set(episodes.column("cycle").to_pylist()) == {1, 2}
     assert summary["cycles_completed"] == 2 and summary["episodes"] == len(ids)
-    evals = Store.open(cfg.store).read_evaluations(columns=["cycle", "turn"]).to_pylist()
-    assert {e["cycle"] for e in evals} == {0, 1} and {e["turn"] for e in evals} == {1, 2}
+    assert [h["cycle"] for h in summary["history"]] == [0, 1, 2]
+    evals = Store.open(cfg.store).read_evaluations(columns=["eval_id", "cycle", "turn"]).to_pylist()
+    assert {e["cycle"] for e in evals} == {0, 1, 2} and {e["turn"] for e in evals} == {1, 2}
+    assert len({e["eval_id"] for e in evals}) == len(evals)
 
 
 @pytest.mark.parametrize("arm", ["uniform", "cocos"])
@@ -71,7 +76,7 @@ def test_other_arms_run_a_cycle(tmp_path, sandbox, smoke_tasks, arm: str) -> Non
     trainer.close()
     assert summary["cycles_completed"] == 1 and summary["arm"] == arm
     if arm == "cocos":
-        assert summary["history"][0]["buffer_size"] == 0  # COCOS keeps no replay buffer
+        assert summary["history"][-1]["buffer_size"] == 0  # COCOS keeps no replay buffer
 
 
 def test_train_cli_json_tiny_smoke_two_cycles(tmp_path, cache_dir, smoke_tasks) -> None:
@@ -133,8 +138,66 @@ def test_same_seed_same_run(tmp_path, sandbox, smoke_tasks) -> None:
         summary = trainer.train()
         trainer.close()
         keep = ("day_reward", "day_correct", "entropy", "loss", "eval_hallucination_rate", "tokens_generated")
-        histories.append({key: summary["history"][0][key] for key in keep})
+        histories.append({key: summary["history"][-1][key] for key in keep})
         rows = Store.open(str(tmp_path / f"r{k}" / "store")).read_episodes(columns=["task_id", "turn", "completion_ids"])
         completions.append(sorted((r["task_id"], r["turn"], tuple(r["completion_ids"])) for r in rows.to_pylist()))
     assert histories[0] == histories[1]
     assert completions[0] == completions[1]
+
+
+def test_initial_evaluation_is_checkpointed_and_resume_goes_on_from_cycle_one(tmp_path, sandbox, smoke_tasks) -> None:
+    """A run interrupted right after its cycle-0 evaluation neither repeats it nor skips cycle 1."""
+    cfg = _cfg(tmp_path, cycles=1, eval_turns=1)
+    trainer = Trainer(cfg, sandbox=sandbox)
+    seen: list[dict] = []
+
+    def stop_after_initial_eval(record: dict) -> None:
+        seen.append(record)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(on_cycle=stop_after_initial_eval)
+    trainer.close()
+    assert [r["cycle"] for r in seen] == [0]
+    assert Store.open(cfg.store).read_episodes(columns=["episode_id"]).num_rows == 0  # no training yet
+    resumed = Trainer(_cfg(tmp_path, cycles=1, eval_turns=1), sandbox=sandbox)
+    assert resumed.resume() and resumed.cycle == 1
+    summary = resumed.train()
+    resumed.close()
+    assert [h["cycle"] for h in summary["history"]] == [0, 1] and summary["cycles_completed"] == 1
+    evals = Store.open(cfg.store).read_evaluations(columns=["cycle", "turn"]).to_pylist()
+    assert sorted(e["cycle"] for e in evals) == [0] * len(resumed.eval_tasks) + [1] * len(resumed.eval_tasks)
+    assert set(Store.open(cfg.store).read_episodes(columns=["cycle"]).column("cycle").to_pylist()) == {1}
+
+
+def test_warm_start_cache_is_shared_and_identical_to_recomputing(tmp_path, sandbox, smoke_tasks) -> None:
+    cache = tmp_path / "warm"
+    kw = dict(warmup_sft=3, sft_batch=2, sft_lr=1e-3, warmup_cache=str(cache))
+    computed = Trainer(_cfg(tmp_path / "a", **kw), sandbox=sandbox)
+    stats = computed.warmup_cached()
+    assert stats["warmup_cached"] is False and len(list(cache.glob("warmup-*.pt"))) == 1
+    loaded = Trainer(_cfg(tmp_path / "b", arm="uniform", **kw), sandbox=sandbox)  # the other arm, same seed
+    before = [p.detach().clone() for p in loaded.policy.model.parameters()]
+    again = loaded.warmup_cached()
+    assert again["warmup_cached"] is True and again["sft_loss_last"] == stats["sft_loss_last"]
+    for a, b in zip(computed.policy.model.parameters(), loaded.policy.model.parameters()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(before, loaded.policy.model.parameters()))
+    # any setting the weights depend on gives another key
+    other = Trainer(_cfg(tmp_path / "c", **{**kw, "sft_lr": 2e-3}), sandbox=sandbox)
+    assert other._warmup_key() != loaded._warmup_key()
+    assert Trainer(_cfg(tmp_path / "d", **{**kw, "seed": 2}), sandbox=sandbox)._warmup_key() != loaded._warmup_key()
+    for t in (computed, loaded, other):
+        t.close()
+
+
+def test_train_layers_freezes_all_but_the_top_blocks(tmp_path, sandbox, smoke_tasks) -> None:
+    trainer = Trainer(_cfg(tmp_path, train_layers=1, cycles=1, eval_turns=1), sandbox=sandbox)
+    model = trainer.policy.model
+    frozen = [p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("model.layers.1.", "model.norm.")) for n in trainable)
+    trainer.train()
+    trainer.close()
+    after = [p for p in model.parameters() if not p.requires_grad]
+    assert all(torch.equal(a, b) for a, b in zip(frozen, after))
