@@ -75,7 +75,9 @@ def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0):
 
     if spark_remote is not None and not spark_remote.startswith("sc://"):
         raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
-    with err.status("starting Spark (local Connect server and sandbox workers)..."):
+    where = f"connecting sandbox workers to {spark_remote}" if spark_remote else \
+        "starting Spark (local Connect server and sandbox workers)"
+    with err.status(f"{where}..."):
         box = Sandbox(spark_remote=spark_remote, timeout_s=timeout_s)
     for warning in box.warnings:
         err.print(f"warning: {warning}", markup=False)
@@ -108,7 +110,9 @@ def _find_task(task_id: str, suite_name: Optional[str]):
     """A generated task by id, in the given suite or else in any suite."""
     from miniworld import catalog
 
-    names = [suite_name] if suite_name else catalog.suite_names()
+    # Task ids repeat across suites (same family, bug class, k): without --suite, the default
+    # suite decides, then the others in name order.
+    names = [suite_name] if suite_name else sorted(catalog.suite_names(), key=lambda n: (n != "standard", n))
     for name in names:
         suite = catalog.load_suite(name)
         for task in catalog.generate(suite):
@@ -335,15 +339,18 @@ def train(
         try:
             if resume and trainer.resume():
                 err.print(f"resumed {trainer.cfg.run_id} at cycle {trainer.cycle}")
-            cycles_bar = bar.add_task("cycles", total=cfg.cycles, completed=trainer.cycle)
+            cycles_bar = bar.add_task("cycles", total=cfg.cycles, completed=max(trainer.cycle - 1, 0))
 
             def on_cycle(r: dict) -> None:
-                bar.update(cycles_bar, completed=r["cycle"] + 1)
-                bar.console.print(
-                    f"cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}, "
-                    f"day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}, "
-                    f"entropy {r['entropy']:.3f}, approx_kl {r.get('approx_kl', float('nan')):.4f}, "
-                    f"clip {r.get('clip_frac', float('nan')):.3f}, {r['wall_s']:.0f}s", markup=False, highlight=False)
+                bar.update(cycles_bar, completed=r["cycle"])
+                line = f"cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}"
+                if r["cycle"] == 0:  # the initial evaluation: no day, no night
+                    line += " (before training)"
+                else:
+                    line += (f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}, "
+                             f"entropy {r['entropy']:.3f}, approx_kl {r.get('approx_kl', float('nan')):.4f}, "
+                             f"clip {r.get('clip_frac', float('nan')):.3f}")
+                bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False)
 
             with bar:
                 summary = trainer.train(on_cycle)
@@ -356,6 +363,133 @@ def train(
         else:
             err.print(f"run {summary['run_id']}: {summary['cycles_completed']} cycles, {summary['episodes']} episodes, "
                       f"final eval hallucination rate {summary['final_hallucination_rate']}; checkpoint {summary['checkpoint']}")
+
+
+@app.command("bench")
+def bench(
+    profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, <20 min), "
+                                "paper (all arms x 5 seeds, for a GPU node)"),
+    arms: Optional[str] = typer.Option(None, help="comma-separated arms (default: the profile's)"),
+    seeds: Optional[int] = typer.Option(None, help="number of seeds, 0..N-1 (default: the profile's)"),
+    cycles: Optional[int] = typer.Option(None, help="training cycles per run (default: the profile's)"),
+    model: Optional[str] = typer.Option(None, help="policy model (default: the profile's)"),
+    suite: Optional[str] = typer.Option(None, help="task suite (default: the profile's)"),
+    store: Optional[str] = typer.Option(None, help="Delta store URI (default: OUT/store)"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default: runs/bench-PROFILE-TIME)"),
+    resume: Optional[Path] = typer.Option(None, help="continue the bench in this run directory"),
+    jobs: int = typer.Option(1, help="(arm, seed) runs trained in parallel processes"),
+    target: float = typer.Option(0.0, help="eval hallucination rate that counts as zero error"),
+    set_: list[str] = typer.Option([], "--set", help="trainer setting KEY=VALUE (repeatable), e.g. --set lr=2e-5"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    keep_checkpoints: bool = typer.Option(False, help="keep each finished run's checkpoint (GBs on real models)"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="log to MLflow (also when MLFLOW_TRACKING_URI is set)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object (where the report is, and its headline)"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Train every (arm, seed) of a profile, then write the bug-recurrence report."""
+    import os
+
+    with _errors():
+        from cosmocore import bench as b
+        from cosmocore.policy import PolicyError
+        from cosmocore.store import StoreError
+
+        if spark_remote is not None and not spark_remote.startswith("sc://"):
+            raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+        use_mlflow = mlflow or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+        if use_mlflow:
+            _mlflow_module()  # fail now, not after an hour of training
+        try:
+            if resume is not None:
+                given = {"--profile": profile != "quick", "--arms": arms, "--seeds": seeds, "--cycles": cycles,
+                         "--model": model, "--suite": suite, "--store": store, "--out": out, "--set": set_,
+                         "--target": target != 0.0, "--device": device}
+                clash = [k for k, v in given.items() if v]
+                if clash:
+                    raise BadInput(f"--resume continues the bench as it was started; drop {', '.join(clash)}")
+                run_dir = resume
+                cfg = b.load(run_dir)
+            else:
+                cfg = b.resolve(profile, arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None,
+                                seeds=seeds, cycles=cycles, model=model, suite=suite, store=store, target=target,
+                                device=device, train=b.parse_set(set_), keep_checkpoints=keep_checkpoints)
+                run_dir = out or Path("runs") / f"bench-{cfg.bench_id}"
+                b.create(cfg, run_dir)
+            err.print(f"bench {cfg.bench_id}: {cfg.model} on {cfg.suite}, arms {','.join(cfg.arms)}, "
+                      f"{len(cfg.seeds)} seed(s), {cfg.cycles} cycles; run directory {run_dir}")
+            bar = _progress()
+            total = bar.add_task("bench (training cycles)", total=len(cfg.runs()) * cfg.cycles)
+            done: dict[str, int] = {}
+            phases: dict[str, int] = {}
+
+            def progress(key: str, phase: str, n: int, of: int) -> None:
+                if phase == "cycle":
+                    done[key] = n
+                    bar.update(total, completed=sum(done.values()))
+                    return
+                if phase not in phases:
+                    phases[phase] = bar.add_task(phase, total=of)
+                bar.update(phases[phase], completed=n, total=of, description=f"{key} {phase}")
+
+            def on_record(key: str, r: dict) -> None:
+                line = f"{key} cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}"
+                line += " (before training)" if r["cycle"] == 0 else (
+                    f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}")
+                bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False)
+
+            with bar:
+                b.run_bench(cfg, run_dir, progress, jobs=jobs, spark_remote=spark_remote, on_record=on_record)
+        except b.BenchError as exc:
+            raise BadInput(str(exc))
+        except (PolicyError, StoreError) as exc:
+            raise BadInput(str(exc))
+        except KeyboardInterrupt:
+            _line(f"interrupted: continue with `cosmocore bench --resume {run_dir}` (finished runs are kept)")
+            raise typer.Exit(130)
+        _write_report(run_dir, use_mlflow, json_out)
+
+
+@app.command("report")
+def report(
+    run_dir: Path = typer.Argument(..., help="a bench run directory"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="also log the bench to MLflow"),
+    json_out: bool = typer.Option(False, "--json", help="print report.json on stdout"),
+) -> None:
+    """(Re)write a bench's report.json, report.md, report.html and plots from its store."""
+    with _errors():
+        from cosmocore import bench as b
+
+        try:
+            b.load(run_dir)
+        except b.BenchError as exc:
+            raise BadInput(str(exc))
+        if mlflow:
+            _mlflow_module()
+        _write_report(run_dir, mlflow, json_out)
+
+
+def _mlflow_module():
+    from cosmocore import mlflow_log
+
+    try:
+        mlflow_log.require()
+    except mlflow_log.MlflowMissing as exc:
+        raise BadInput(str(exc))
+    return mlflow_log
+
+
+def _write_report(run_dir: Path, use_mlflow: bool, json_out: bool) -> None:
+    from cosmocore import report as r
+
+    with err.status("writing the report..."):
+        rep = r.build(run_dir)
+    if use_mlflow:
+        _mlflow_module().log_bench(run_dir, rep)
+    if json_out:
+        _emit({"run_dir": str(run_dir), "report": str(run_dir / "report.html"), **rep})
+        return
+    sys.stderr.write(r.headline(rep) + "\n")  # plain: rich would re-wrap the lines
+    err.print(f"report: {run_dir / 'report.html'} (also report.md, report.json, plots/)", markup=False)
 
 
 def main() -> None:

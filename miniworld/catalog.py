@@ -25,7 +25,15 @@ from miniworld import bugs, rows
 from miniworld.checks import Expected
 from miniworld.task import Dataset, Task, data_digest
 
-SUITES_DIR = Path(__file__).resolve().parents[1] / "tasks"
+
+def _suites_dir() -> Path:
+    """Where the suite YAML files are: ``miniworld/suites`` in an installed wheel (the build maps
+    the repository's top-level ``tasks/`` there, see pyproject.toml), else the checkout's ``tasks/``."""
+    packaged = Path(__file__).resolve().parent / "suites"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "tasks"
+
+
+SUITES_DIR = _suites_dir()
 CACHE_VERSION = 1
 
 
@@ -45,6 +53,7 @@ class Suite:
     pairs: tuple[tuple[str, str], ...] | None = None  # explicit (family, bug class) list
     eval_pairs: tuple[tuple[str, str], ...] | None = None
     source: str = ""
+    eval_by: str = "pair"  # "pair": whole (family, bug class) pairs held out; "variant": each pair's last variant
 
 
 def suite_names() -> list[str]:
@@ -72,7 +81,7 @@ def load_suite(name_or_path: str) -> Suite:
 
 def _parse_suite(raw: dict, path: Path) -> Suite:
     known = {"name", "description", "seed", "families", "bug_classes", "variants", "datasets",
-             "eval_fraction", "pairs", "eval_pairs"}
+             "eval_fraction", "pairs", "eval_pairs", "eval_by"}
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}")
@@ -97,9 +106,14 @@ def _parse_suite(raw: dict, path: Path) -> Suite:
     variants = int(raw.get("variants", 1))
     if variants < 1:
         raise ValueError("variants must be >= 1")
+    eval_by = str(raw.get("eval_by", "pair"))
+    if eval_by not in ("pair", "variant"):
+        raise ValueError(f"eval_by must be 'pair' or 'variant', got {eval_by!r}")
+    if eval_by == "variant" and (eval_pairs or variants < 2):
+        raise ValueError("eval_by: variant holds out each pair's last variant: it needs variants >= 2 and no eval_pairs")
     return Suite(str(raw.get("name", path.stem)), int(raw.get("seed", 0)), tuple(families),
                  tuple(classes), variants, kinds, fraction,
-                 tuple(pairs) if pairs else None, tuple(eval_pairs) if eval_pairs else None, str(path))
+                 tuple(pairs) if pairs else None, tuple(eval_pairs) if eval_pairs else None, str(path), eval_by)
 
 
 # -- generation (pure, seeded) -------------------------------------------------------------
@@ -152,15 +166,18 @@ def generate(suite: Suite) -> list[Task]:
             made.setdefault((family, cls), []).append((variant, buggy))
         if (family, cls) in made:
             applicable.append((family, cls))
-    held = _split(suite, applicable)
+    held = _split(suite, applicable) if suite.eval_by == "pair" else set()
     datasets = {f: family_datasets(suite, f) for f in dict.fromkeys(f for f, _ in applicable)}
     for family, cls in applicable:
         module = pipelines.load(family)
         reference = bugs.normalize(inspect.getsource(module.transform))
-        for k, (variant, buggy) in enumerate(made[(family, cls)]):
+        variants = made[(family, cls)]
+        for k, (variant, buggy) in enumerate(variants):
+            # eval_by variant: a pair's last variant is held out (a pair with one variant trains)
+            last = suite.eval_by == "variant" and len(variants) > 1 and k == len(variants) - 1
             tasks.append(Task(
                 id=f"{family}.{cls}.{k}", family=family, bug_class=cls, variant=variant,
-                split="eval" if (family, cls) in held else "train", spec=module.SPEC.strip(),
+                split="eval" if (family, cls) in held or last else "train", spec=module.SPEC.strip(),
                 inputs=dict(module.INPUTS), keys=tuple(module.KEYS), ordered=bool(module.ORDERED),
                 reference_code=reference, buggy_code=buggy, datasets=datasets[family]))
     return tasks

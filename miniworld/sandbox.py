@@ -46,11 +46,13 @@ class Sandbox:
     """Runs candidates for tasks on Spark in confined workers. Use as a context manager."""
 
     def __init__(self, spark_remote: str | None = None, workers: int = 2, timeout_s: float = 30.0,
-                 isolate: bool = True, max_rows: int = 5000) -> None:
+                 isolate: bool = True, max_rows: int = 5000, endpoint: SparkEndpoint | None = None) -> None:
         self.max_rows = max_rows
         self._server: LocalConnectServer | None = None
-        if spark_remote:
-            endpoint: SparkEndpoint = endpoint_for(spark_remote)
+        if endpoint is not None:  # a server another process owns (bench jobs share one confined server)
+            pass
+        elif spark_remote:
+            endpoint = endpoint_for(spark_remote)
         else:
             self._server = LocalConnectServer(isolate=isolate)
             endpoint = self._server.start()

@@ -52,9 +52,19 @@ class SparkEndpoint:
 
 
 def spark_home() -> str:
+    """The Spark installation whose ``bin/spark-submit`` and jars start the local server.
+
+    Usually the pyspark package's folder. Under ``spark-submit`` pyspark is imported from
+    ``SPARK_HOME/python/lib/pyspark.zip``, so look up from the module to the first folder that
+    is a Spark installation (and at ``SPARK_HOME`` last)."""
     import pyspark
 
-    return str(Path(pyspark.__file__).parent)
+    here = Path(pyspark.__file__).resolve().parent
+    env = [Path(os.environ["SPARK_HOME"])] if os.environ.get("SPARK_HOME") else []
+    for candidate in [here, *here.parents, *env]:
+        if (candidate / "bin" / "spark-submit").is_file() and (candidate / "jars").is_dir():
+            return str(candidate)
+    raise SparkStartError(f"no Spark installation (bin/spark-submit and jars/) found from {here}; set SPARK_HOME")
 
 
 def check_java() -> str:
@@ -121,17 +131,17 @@ class LocalConnectServer:
         env = isolation.scrubbed_env(scratch, {"SPARK_HOME": spark_home(), "JAVA_HOME": java_home,
                                                "PYSPARK_PYTHON": "/bin/false",  # no server-side UDFs
                                                "SPARK_LOCAL_DIRS": scratch})
-        preexec = None
+        reads: list[str] | None = None
         if self.isolate and isolation.landlock_available():
             reads = isolation.system_read_paths() + [spark_home(), java_home, "/etc"]
-            preexec = _landlock_preexec(reads, [scratch])
         elif self.isolate:
             self.warnings.append("Landlock unavailable: the Spark server's file access is not confined")
         for w in self.warnings:
             log.warning(w)
         logfile = open(f"{scratch}/server.log", "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env,
-                                      cwd=scratch, start_new_session=True, preexec_fn=preexec)
+                                      cwd=scratch, start_new_session=True,
+                                      preexec_fn=_server_preexec(reads, [scratch]))
         self._wait_ready(f"{scratch}/server.log")
         self.endpoint = SparkEndpoint(f"sc://127.0.0.1:{port}",
                                       f"/proc/{self._proc.pid}/ns/net" if netns else None,
@@ -180,14 +190,26 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def _landlock_preexec(reads: list[str], writes: list[str]):
-    """A ``preexec_fn`` that confines the child before it execs the JVM (Landlock survives exec)."""
-    import landlock  # noqa: F401 - load before fork so the child imports nothing
+def _server_preexec(reads: list[str] | None, writes: list[str]):
+    """A ``preexec_fn`` run in the child before it execs the JVM: die with the owner (the server
+    runs in its own session, so nothing else would stop it after a SIGKILL of the trainer), then
+    Landlock when ``reads`` is given. Both survive exec, and spark-submit execs the JVM in place."""
+    import ctypes
 
-    def confine() -> None:
-        isolation.restrict_filesystem(reads, writes)
+    if reads is not None:
+        import landlock  # noqa: F401 - load before fork so the child imports nothing
+    libc = ctypes.CDLL(None, use_errno=True)
+    owner = os.getpid()
 
-    return confine
+    def prepare() -> None:
+        if sys.platform.startswith("linux"):
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: fires when the owner dies
+            if os.getppid() != owner:  # the owner died before prctl took effect
+                os._exit(1)
+        if reads is not None:
+            isolation.restrict_filesystem(reads, writes)
+
+    return prepare
 
 
 def endpoint_for(spark_remote: str | None) -> SparkEndpoint:

@@ -47,6 +47,19 @@ def test_split_holds_out_whole_family_bug_class_pairs() -> None:
     assert {c for _, c in eval_pairs} <= train_classes  # every held-out bug class is also trained on
 
 
+def test_split_by_variant_holds_out_each_pairs_last_mutant() -> None:
+    tasks = catalog.generate(catalog.load_suite("quick"))
+    by_pair: dict[tuple[str, str], list] = {}
+    for t in tasks:
+        by_pair.setdefault((t.family, t.bug_class), []).append(t)
+    evals = [t for t in tasks if t.split == "eval"]
+    assert len(evals) >= 5
+    for pair, group in by_pair.items():
+        splits = [t.split for t in group]
+        assert splits == ["train"] * (len(group) - 1) + ["eval"] if len(group) > 1 else splits == ["train"], pair
+        assert len({t.buggy_code for t in group}) == len(group)  # a held-out mutant is new code
+
+
 def test_every_task_has_several_datasets_including_an_adversarial_one() -> None:
     for t in catalog.generate(catalog.load_suite("standard")):
         assert [d.name for d in t.datasets] == ["typical", "edge", "adversarial"]
@@ -58,6 +71,8 @@ def test_every_task_has_several_datasets_including_an_adversarial_one() -> None:
     ("name: x\nbug_classes: [nope]\n", "unknown bug class 'nope'"),
     ("name: x\ncolour: blue\n", "unknown setting"),
     ("name: x\neval_fraction: 2\n", "eval_fraction"),
+    ("name: x\neval_by: family\n", "eval_by"),
+    ("name: x\neval_by: variant\nvariants: 1\n", "variants >= 2"),
     ("[1, 2\n", "not valid YAML"),
     ("- just\n- a list\n", "must be a mapping"),
 ])
