@@ -80,7 +80,20 @@ def system_read_paths() -> list[str]:
     java_home = os.environ.get("JAVA_HOME")
     if java_home:
         paths.append(java_home)
-    return sorted({p for p in paths if os.path.exists(p)})
+    return sorted({p for p in paths + python_import_paths() if os.path.exists(p)})
+
+
+def python_import_paths() -> list[str]:
+    """Where this interpreter imports installed code from beyond its prefix: site directories
+    and ``PYTHONPATH`` (spark-submit puts pyspark.zip there; Databricks keeps pyspark outside the
+    interpreter's prefix). The working directory is left out on purpose."""
+    import site
+
+    paths = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    paths += [user] if isinstance(user, str) else []
+    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != "."]
+    return [os.path.realpath(p) for p in paths]
 
 
 def restrict_filesystem(read_paths: list[str], write_paths: list[str]) -> None:

@@ -119,9 +119,11 @@ class WorkerProcess:
 
 
 def _import_roots() -> list[str]:
-    """Where the worker finds ``miniworld`` (the repo or site-packages) and its dependencies."""
+    """Where the worker finds ``miniworld`` (the repo or site-packages) and its dependencies:
+    also the parent's ``PYTHONPATH``, where spark-submit and Databricks put pyspark."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [here]
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != "."]
+    return list(dict.fromkeys([here, *(os.path.abspath(p) for p in inherited)]))
 
 
 class SandboxPool:

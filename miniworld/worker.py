@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from miniworld import isolation, rows
+from miniworld.spark import DEFAULT_CONF
 
 _SAFE_BUILTINS = (
     "abs all any bool dict enumerate filter float frozenset int isinstance issubclass iter len "
@@ -84,6 +85,10 @@ class Worker:
         from pyspark.sql import types as T
 
         self.spark = SparkSession.builder.remote(remote).getOrCreate()
+        # Expected outputs were computed on the local server's settings; a remote server (a
+        # cluster, Databricks) has its own defaults, so pin the ones results depend on.
+        for key in ("spark.sql.session.timeZone",):
+            self.spark.conf.set(key, DEFAULT_CONF[key])
         self.dataframe_type = DataFrame
         self._lit = F.lit
         f_proxy, t_proxy = _proxy(F, _BLOCKED_FUNCTIONS), _proxy(T, set())
