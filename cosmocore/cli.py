@@ -350,7 +350,7 @@ def train(
                     line += (f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}, "
                              f"entropy {r['entropy']:.3f}, approx_kl {r.get('approx_kl', float('nan')):.4f}, "
                              f"clip {r.get('clip_frac', float('nan')):.3f}")
-                bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False)
+                bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False, soft_wrap=True)
 
             with bar:
                 summary = trainer.train(on_cycle)
@@ -435,7 +435,7 @@ def bench(
                 line = f"{key} cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}"
                 line += " (before training)" if r["cycle"] == 0 else (
                     f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}")
-                bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False)
+                bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False, soft_wrap=True)
 
             with bar:
                 b.run_bench(cfg, run_dir, progress, jobs=jobs, spark_remote=spark_remote, on_record=on_record)

@@ -95,6 +95,9 @@ class TaggerConfig:
     scold_weight: float = option(2.0, "augment mode: weight of the human label against the execution valence")
     exec_dropout: float = option(0.5, "share of training rows whose execution block is zeroed, so the tagger also tags unexecuted code")
     arousal_ema: float = option(0.99, "decay of the running mean |TD| that normalises arousal")
+    min_fit_examples: int = option(64, "the tagger's readings replace the self-supervised targets only once it has "
+                                   "been fitted on this many episodes: fitted on a handful it can tag a failure "
+                                   "with positive valence and keep the Dream Queue empty")
     seed: int = option(0, "seed of the fixed projection of hidden states to the feature")
     num_threads: int = option(1, "torch intra-op threads while the tagger fits (a 66k-parameter MLP gains nothing "
                           "from more, and on a busy machine their spin-waits cost far more than they give)")

@@ -231,12 +231,13 @@ class Trainer:
         v_target = valence_target([a.result.outcome for a in attempts], [a.result.checks_passed for a in attempts],
                                   [a.result.checks_total for a in attempts], self.tagger_cfg)
         a_target = self.arousal(td)
-        if self.tagger_fitted:  # the tagger's own reading once it has learnt; targets before
-            v_tag, a_tag = self.tagger.tag(feats)
+        v_tag, a_tag, auc = v_target, a_target, float("nan")
+        if self.tagger_fitted:  # its AUC is tracked from the first fit; its readings used once it has data
+            v_read, a_read = self.tagger.tag(feats)
             correct = np.array([a.result.outcome == "correct" for a in attempts])
-            auc = roc_auc(v_tag, correct) if 0 < correct.sum() < len(correct) else float("nan")
-        else:
-            v_tag, a_tag, auc = v_target, a_target, float("nan")
+            auc = roc_auc(v_read, correct) if 0 < correct.sum() < len(correct) else float("nan")
+            if len(self.features) >= self.tagger_cfg.min_fit_examples:
+                v_tag, a_tag = v_read, a_read
         rows = []
         for i, a in enumerate(attempts):
             a.value, a.td_error, a.valence, a.arousal = float(values[i]), float(td[i]), float(v_tag[i]), float(a_tag[i])

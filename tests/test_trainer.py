@@ -67,6 +67,16 @@ def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path
     evals = Store.open(cfg.store).read_evaluations(columns=["eval_id", "cycle", "turn"]).to_pylist()
     assert {e["cycle"] for e in evals} == {0, 1, 2} and {e["turn"] for e in evals} == {1, 2}
     assert len({e["eval_id"] for e in evals}) == len(evals)
+    # the tagger was fitted after cycle 1, but on fewer episodes than min_fit_examples: cycle 2's
+    # valence is still the self-supervised target (a tagger fitted on a handful tags at random)
+    from cosmocore.tagger import valence_target
+
+    rows = Store.open(cfg.store).read_episodes(columns=["cycle", "outcome", "checks_passed", "checks_total", "valence"])
+    rows = [r for r in rows.to_pylist() if r["cycle"] == 2]
+    assert resumed.tagger_fitted and len(resumed.features) < resumed.tagger_cfg.min_fit_examples
+    target = valence_target([r["outcome"] for r in rows], [r["checks_passed"] for r in rows],
+                            [r["checks_total"] for r in rows], resumed.tagger_cfg)
+    assert [r["valence"] for r in rows] == pytest.approx(list(target))
 
 
 @pytest.mark.parametrize("arm", ["uniform", "cocos"])
