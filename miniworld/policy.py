@@ -35,7 +35,13 @@ BLOCKED_ATTRIBUTES = frozenset(
         "rdd", "udf", "udtf", "pandas_udf", "call_udf", "mapInPandas", "mapInArrow",
         "applyInPandas", "applyInPandasWithState", "applyInArrow", "cogroup", "foreach",
         "foreachPartition", "foreachBatch", "transformWithStateInPandas", "reflect",
-        "java_method", "try_reflect",
+        "java_method", "try_reflect", "mergeInto",
+        # local (pandas/arrow) objects: pandas ``eval``/``query`` resolve attribute chains in
+        # strings (``'@x.__init__.__globals__'`` built at run time) and pandas writes files
+        "toPandas", "toArrow", "pandas_api", "to_pandas_on_spark", "to_pandas", "eval", "query",
+        "plot", "transformWithState",
+        # ``T.StructType.fromJson`` imports any module named by a UDT's ``pyClass``
+        "fromJson",
         # interpreter introspection that strings can smuggle
         "format", "format_map", "mro",
     }
@@ -53,8 +59,48 @@ BLOCKED_NAMES = frozenset(
     }
 )
 
-#: SQL text inside strings (F.expr, selectExpr, filter("...")) that reaches the JVM or files.
-_SQL_DENY = re.compile(r"\b(reflect|java_method|try_reflect|read_files|input_file_name)\s*\(", re.I)
+#: SQL functions that reach the JVM or server-side files (``reflect/**/(``, ``\`reflect\`(`` and
+#: ``builtin.reflect(`` included: comment markers are blanked before matching).
+_SQL_DENY = re.compile(r"\b(reflect|java_method|try_reflect|read_files|input_file_name)`?\s*\(", re.I)
+_SQL_FUNCTIONS = frozenset({"reflect", "java_method", "try_reflect", "read_files", "input_file_name"})
+#: In an expression string: a nested query (scalar, EXISTS or IN subquery, ``FROM t |> ...``,
+#: ``TABLE t``), which reaches other views and server files (``text.`/etc/passwd` ``), or a
+#: function name computed at analysis time with ``IDENTIFIER('ref' || 'lect')``.
+_SQL_NESTED = re.compile(r"\(\s*(select|from|table|values|with)\b|\bidentifier\s*\(", re.I)
+_SQL_COMMENT = re.compile(r"/\*|\*/|--")
+
+
+def sql_text_violation(text: str, expression: bool = False) -> str | None:
+    """Why SQL text may not be sent to Spark, or None. ``expression``: the text is parsed as an
+    expression by the server (``F.expr``, ``selectExpr``, ``filter("...")``), checked at run time
+    by the worker on the plan it sends, so strings assembled at run time are covered too."""
+    flat = _SQL_COMMENT.sub(" ", text)
+    if _SQL_DENY.search(flat):
+        return "SQL text calls a JVM-reflection or file function"
+    if expression and _SQL_NESTED.search(flat):
+        return "SQL expression text nests a query or computes a function name"
+    return None
+
+
+_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def udt_violation(text: str) -> str | None:
+    """Why a schema string may not be sent, or None. A JSON schema with a user-defined type
+    (``{"type": "udt", "pyClass": ...}``) makes the server instantiate a JVM class by name and
+    the client import the Python module it names when the schema comes back. Every UDT form
+    needs the ``pyClass`` key (``\\u`` escapes decoded: JSON would decode them too)."""
+    plain = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    if "pyclass" in plain.lower():
+        return "schema text declares a user-defined type"
+    return None
+
+
+def sql_function_violation(name: str) -> str | None:
+    """Why a function called by name (``df.agg({'x': 'reflect'})``) may not run, or None."""
+    if name.strip().strip("`").rsplit(".", 1)[-1].strip("`").lower() in _SQL_FUNCTIONS:
+        return f"SQL function {name!r} reaches the JVM or server files"
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,8 +156,10 @@ def check(source: str) -> list[Violation]:
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if "__" in node.value:
                 flag(node, "dunder_string", "string constants may not contain '__'")
-            elif _SQL_DENY.search(node.value):
+            elif sql_text_violation(node.value):
                 flag(node, "sql_function", "SQL text calls a JVM-reflection or file function")
+            elif udt_violation(node.value):
+                flag(node, "udt", "string constants may not declare a user-defined type")
         elif isinstance(node, ast.keyword) and node.arg and node.arg.startswith("_"):
             flag(node, "private_attribute", f"keyword {node.arg!r} is not allowed")
     return found

@@ -21,7 +21,7 @@ import traceback
 from types import SimpleNamespace
 from typing import Any
 
-from miniworld import isolation, rows
+from miniworld import isolation, policy, rows
 from miniworld.spark import DEFAULT_CONF
 
 _SAFE_BUILTINS = (
@@ -34,7 +34,9 @@ _SAFE_BUILTINS = (
 
 #: ``pyspark.sql.functions`` names a candidate may not call even through a proxy.
 _BLOCKED_FUNCTIONS = {"udf", "udtf", "pandas_udf", "call_udf", "reflect", "java_method",
-                      "try_reflect", "input_file_name", "call_function"}
+                      "try_reflect", "input_file_name", "call_function", "arrow_udf", "arrow_udtf",
+                      "UserDefinedFunction", "UserDefinedTableFunction", "PandasUDFType",
+                      "ArrowUDFType", "AnalyzeArgument", "AnalyzeResult"}
 
 
 class _CappedText(io.TextIOBase):
@@ -54,11 +56,76 @@ class _CappedText(io.TextIOBase):
 
 
 def _proxy(module: Any, blocked: set[str]) -> SimpleNamespace:
-    """A namespace with a module's public callables and classes, and none of its submodules."""
-    names = {n: getattr(module, n) for n in dir(module)
-             if not n.startswith("_") and n not in blocked
-             and not isinstance(getattr(module, n), type(sys))}
+    """A namespace with a module's own public callables and classes: those in its ``__all__`` or
+    defined in it (``F.countDistinct`` is not in ``__all__``), none of its submodules, nothing it
+    merely imports (``pyspark.sql.types.CloudPickleSerializer``, whose ``loads`` unpickles, i.e.
+    runs, any code) and no metaclass (``T.DataTypeSingleton`` would build classes like ``type``)."""
+    exported, home = set(getattr(module, "__all__", ())), module.__name__
+    names = {}
+    for n in dir(module):
+        value = getattr(module, n)
+        if n.startswith("_") or n in blocked or isinstance(value, type(sys)):
+            continue
+        if isinstance(value, type) and issubclass(value, type):
+            continue
+        if n in exported or str(getattr(value, "__module__", "")).startswith(home):
+            names[n] = value
     return SimpleNamespace(**names)
+
+
+#: Proto string fields the server parses as SQL (``F.expr``/``selectExpr``/``filter("...")``,
+#: ``SQL`` relations) or resolves as a function name (``agg({"x": "reflect"})``).
+_SQL_EXPRESSION_FIELDS = frozenset({"expression", "query", "sql"})
+_SQL_FUNCTION_FIELDS = frozenset({"function_name"})
+
+
+def _check_request(request: Any) -> None:
+    """Reject a plan whose SQL text reaches the JVM, server files or other views, or whose schema
+    text declares a user-defined type. The AST policy sees only string constants; this sees the
+    text actually sent, however it was assembled."""
+    stack = [request]
+    while stack:
+        message = stack.pop()
+        for field, value in message.ListFields():
+            if isinstance(value, (bytes, bool, int, float)):
+                continue
+            items = [value] if isinstance(value, str) or hasattr(value, "ListFields") else (
+                list(value.values()) if hasattr(value, "keys") else list(value))
+            for item in items:
+                if hasattr(item, "ListFields"):
+                    stack.append(item)
+                elif isinstance(item, str):
+                    why = (policy.sql_text_violation(item, expression=True)
+                           if field.name in _SQL_EXPRESSION_FIELDS else
+                           policy.sql_function_violation(item) if field.name in _SQL_FUNCTION_FIELDS
+                           else None) or policy.udt_violation(item)  # schema, literal, cast type
+                    if why:
+                        raise PermissionError(f"policy violation at run time: {why}")
+
+
+class _CheckedStub:
+    """The session's gRPC stub with every plan checked (:func:`_check_request`) before it leaves."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def ExecutePlan(self, request: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - gRPC name
+        _check_request(request)
+        return self._stub.ExecutePlan(request, *args, **kwargs)
+
+    def AnalyzePlan(self, request: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - gRPC name
+        _check_request(request)
+        return self._stub.AnalyzePlan(request, *args, **kwargs)
+
+
+def _refuse_udt(cls: Any, json: Any) -> Any:
+    """Replaces ``UserDefinedType.fromJson``, which imports the module a schema names: a schema
+    the server sends back (``from_json`` with a JSON schema assembled in SQL) must not make the
+    worker import anything. Candidates have no use for user-defined types."""
+    raise PermissionError("policy violation at run time: user-defined types are not allowed")
 
 
 class _Session:
@@ -85,6 +152,8 @@ class Worker:
         from pyspark.sql import types as T
 
         self.spark = SparkSession.builder.remote(remote).getOrCreate()
+        self.spark.client._stub = _CheckedStub(self.spark.client._stub)
+        T.UserDefinedType.fromJson = classmethod(_refuse_udt)
         # Expected outputs were computed on the local server's settings; a remote server (a
         # cluster, Databricks) has its own defaults, so pin the ones results depend on.
         for key in ("spark.sql.session.timeZone",):

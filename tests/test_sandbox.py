@@ -48,7 +48,7 @@ HOSTILE: dict[str, tuple[str, set[str]]] = {
     "import_sparksession_class": ("from pyspark.sql import SparkSession\n", {"unknown_reference"}),
     "pandas_write_outside_scratch": (
         T + "    df = spark.range(3).toPandas()\n    df.to_csv('/tmp/miniworld_pwned')\n    return spark.range(1)\n",
-        {"runtime_error"}),
+        {"policy_violation"}),  # toPandas is blocked (pandas eval/query escapes); Landlock backs it up
     "infinite_loop": (T + "    while True:\n        pass\n", {"timeout"}),
     "swallowed_interrupt": (T + "    while True:\n        try:\n            while True:\n                pass\n"
                             "        except:\n            pass\n", {"timeout"}),
