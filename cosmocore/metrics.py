@@ -41,7 +41,7 @@ def _rows(data: Rows | None) -> list[dict]:
     return data.to_pylist() if isinstance(data, pa.Table) else [dict(r) for r in data]
 
 
-def _num(x: Any) -> float | None:
+def as_finite(x: Any) -> float | None:
     """``x`` as a finite float, else None (None, NaN, inf, non-numbers)."""
     try:
         f = float(x)
@@ -50,12 +50,12 @@ def _num(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _finite(values: Sequence[Any]) -> list[float]:
-    return [f for f in map(_num, values) if f is not None]
+def finite_values(values: Sequence[Any]) -> list[float]:
+    return [f for f in map(as_finite, values) if f is not None]
 
 
 def _mean(values: Sequence[Any]) -> float | None:
-    xs = _finite(values)
+    xs = finite_values(values)
     return float(sum(xs) / len(xs)) if xs else None
 
 
@@ -126,7 +126,7 @@ def hallucination_rate_by_bug_class(evaluations: Rows, turn: int = 1) -> list[di
 
 def final_rate(rates: Sequence[float | None]) -> float | None:
     """The rate at the last cycle that has one (None when no cycle has)."""
-    xs = [_num(r) for r in rates]
+    xs = [as_finite(r) for r in rates]
     return next((x for x in reversed(xs) if x is not None), None)
 
 
@@ -136,7 +136,7 @@ def cycles_to_zero_error(rates: Sequence[float | None], target: float = 0.0) -> 
     the policy is already there before training (the paper's "80 -> 44 cycles" is this count).
     None when no cycle reaches it: the run is censored at the budget (len(rates) - 1 cycles)."""
     for i, r in enumerate(rates):
-        x = _num(r)
+        x = as_finite(r)
         if x is not None and x <= target + 1e-12:  # tolerance for shares like 3/10 vs 0.3
             return i
     return None
@@ -252,7 +252,7 @@ def mean_ci(values: Sequence[Any], level: float = 0.95, method: str = "t", seed:
     no values give None."""
     if method not in ("t", "bootstrap"):
         raise ValueError(f"method must be 't' or 'bootstrap', not {method!r}")
-    x = np.array(_finite(values), dtype=float)
+    x = np.array(finite_values(values), dtype=float)
     n = len(x)
     if n == 0:
         return {"mean": None, "ci95": [None, None], "n": 0}
@@ -282,7 +282,7 @@ def censored_summary(per_seed: Sequence[int | None], budget: int, **ci: Any) -> 
     that never reached it within ``budget`` cycles) must be read beside them. ``restricted_mean``
     /``restricted_ci95`` count a censored seed as ``budget`` (the mean of min(T, budget)): every
     seed used, still a lower bound on the true mean when any is censored."""
-    clean = [None if _num(v) is None else int(v) for v in per_seed]
+    clean = [None if as_finite(v) is None else int(v) for v in per_seed]
     reached = mean_ci([v for v in clean if v is not None], **ci)
     restricted = mean_ci([budget if v is None else v for v in clean], **ci)
     return {"per_seed": clean, "mean": reached["mean"], "ci95": reached["ci95"],
@@ -310,11 +310,11 @@ def relative_change(arm_values: Values, baseline_values: Values, seed: int = 0, 
     empty or the baseline mean is 0."""
     a_raw, b_raw, paired = _aligned(arm_values, baseline_values)
     if paired:
-        pairs = [(_num(a), _num(b)) for a, b in zip(a_raw, b_raw)]
+        pairs = [(as_finite(a), as_finite(b)) for a, b in zip(a_raw, b_raw)]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         a, b = np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float)
     else:
-        a, b = np.array(_finite(a_raw), float), np.array(_finite(b_raw), float)
+        a, b = np.array(finite_values(a_raw), float), np.array(finite_values(b_raw), float)
     out = {"relative_change": None, "ci95": [None, None], "paired": paired, "n_arm": len(a), "n_baseline": len(b)}
     if not len(a) or not len(b) or b.mean() == 0:
         return out
@@ -334,7 +334,7 @@ def relative_change(arm_values: Values, baseline_values: Values, seed: int = 0, 
 
 # ------------------------------------------------------------------ trainer history
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> list[float | None]:
-    return [_num(h.get(key)) for h in history or ()]
+    return [as_finite(h.get(key)) for h in history or ()]
 
 
 def buffer_occupancy(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

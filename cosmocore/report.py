@@ -156,17 +156,9 @@ def read_tables(uri: str, run_ids: Sequence[str]) -> tuple[dict[str, list[dict]]
 
 
 # ------------------------------------------------------------------ per run
-def _num(x: Any) -> float | None:
-    """``x`` as a finite float, else None (histories hold NaN for undefined values)."""
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _finite(values: Any) -> list[float]:
-    return [f for f in map(_num, values) if f is not None]
+# histories hold NaN for undefined values: the metrics' own finite-or-None reading
+_num = M.as_finite
+_finite = M.finite_values
 
 
 def history_curve(history: Sequence[Mapping[str, Any]], key: str) -> list[float | None]:
