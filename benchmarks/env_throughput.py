@@ -30,10 +30,14 @@ TIMEOUT_S = 2.0
 TIMEOUT_CODE = "def transform(**inputs):\n    return spark.range(10 ** 12).crossJoin(spark.range(10 ** 9)).groupBy().count()\n"
 
 
-def mix(tasks: list[Task], n: int, seed: int = 0) -> list[tuple[Task, str, str]]:
-    """(task, code, kind) episodes: 40% reference, 30% buggy, 12% syntax, 12% unknown column, rest timeouts."""
+MIX = {"correct": 40, "buggy": 30, "syntax": 12, "unknown": 12, "timeout": 6}
+
+
+def mix(tasks: list[Task], n: int, seed: int = 0, weights: dict[str, int] = MIX) -> list[tuple[Task, str, str]]:
+    """(task, code, kind) episodes in the proportions of ``weights`` (per 100): by default 40%
+    reference, 30% buggy, 12% syntax, 12% unknown column, 6% timeouts."""
     rng = random.Random(seed)
-    kinds = ["correct"] * 40 + ["buggy"] * 30 + ["syntax"] * 12 + ["unknown"] * 12 + ["timeout"] * 6
+    kinds = [kind for kind, share in weights.items() for _ in range(share)]
     out = []
     for i in range(n):
         task = tasks[i % len(tasks)]

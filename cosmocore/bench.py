@@ -220,13 +220,15 @@ def run_one(cfg: BenchConfig, run: dict, run_dir: Path, progress: Progress, sand
             endpoint: Any = None, spark_remote: str | None = None, on_record: OnRecord | None = None) -> dict:
     """Train one (arm, seed) to the cycle budget (resuming its checkpoint) and write its summary."""
     from cosmocore.trainer import Trainer
-    from miniworld.sandbox import Sandbox
+    from miniworld import catalog
+    from miniworld.pyexec import open_sandbox
 
     key = f"{run['arm']}-s{run['seed']}"
     tcfg = train_config(cfg, run, run_dir, spark_remote)
     own = sandbox is None
     if own:
-        sandbox = Sandbox(spark_remote=spark_remote, endpoint=endpoint, workers=tcfg.workers, timeout_s=tcfg.timeout_s)
+        sandbox = open_sandbox(catalog.load_suite(cfg.suite).task_kind, spark_remote=spark_remote, endpoint=endpoint,
+                               workers=tcfg.workers, timeout_s=tcfg.timeout_s)
     started = time.monotonic()
     try:
         trainer = Trainer(tcfg, lambda phase, done, total: progress(key, phase, done, total), sandbox=sandbox)
@@ -280,7 +282,7 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, jobs: int = 1
               spark_remote: str | None = None, on_record: OnRecord | None = None) -> list[str]:
     """Every unfinished run of the bench; returns the keys of the runs trained now."""
     from miniworld import catalog
-    from miniworld.sandbox import Sandbox
+    from miniworld.pyexec import open_sandbox
     from miniworld.spark import LocalConnectServer
 
     if jobs < 1:
@@ -294,15 +296,15 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, jobs: int = 1
         return []
     suite = catalog.load_suite(cfg.suite)  # bad suite: fail before any server starts
     if jobs == 1 or len(todo) == 1:
-        with Sandbox(spark_remote=spark_remote) as box:
+        with open_sandbox(suite.task_kind, spark_remote=spark_remote) as box:
             catalog.load_tasks(suite, box)  # verify once (cached) before the runs
             for run in todo:
                 run_one(cfg, run, run_dir, progress, sandbox=box, spark_remote=spark_remote, on_record=on_record)
         return [f"{r['arm']}-s{r['seed']}" for r in todo]
-    server = None if spark_remote else LocalConnectServer()
+    server = None if spark_remote or suite.task_kind == "python" else LocalConnectServer()
     endpoint = server.start() if server else None
     try:
-        with Sandbox(spark_remote=spark_remote, endpoint=endpoint, workers=1) as box:
+        with open_sandbox(suite.task_kind, spark_remote=spark_remote, endpoint=endpoint, workers=1) as box:
             catalog.load_tasks(suite, box)  # verify once so the jobs do not race to do it
         ctx = mp.get_context("spawn")  # never fork after torch/deltalake/JVM threads started
         with ctx.Manager() as manager:

@@ -544,14 +544,16 @@ class ReplayBuffer:
         self._refresh_trees(slots)
 
     @classmethod
-    def rebuild(cls, store: Store, config: BufferConfig | None = None, seed: int | None = None) -> ReplayBuffer:
-        """The index after a restart: the last checkpoint plus the episodes appended since.
+    def rebuild(cls, store: Store, config: BufferConfig | None = None, seed: int | None = None,
+                state_version: int | None = None) -> ReplayBuffer:
+        """The index after a restart: the last checkpoint (or the one at ``buffer_state`` table
+        version ``state_version``) plus the episodes appended since.
 
         Entries live at the checkpoint come back with their priorities; ids it records as pruned
         or evicted stay out; episodes it has never seen are admitted (oldest first) as on arrival.
         """
         buf = cls(config, seed)
-        state = store.load_buffer_state()
+        state = store.load_buffer_state(state_version)
         if state is not None:
             buf._restore(state)
         episodes = store.read_episodes(

@@ -47,6 +47,7 @@ def _line(text: str) -> None:
 def _errors() -> Iterator[None]:
     """Map exceptions to the exit-status contract."""
     from miniworld.catalog import SuiteError
+    from miniworld.sandbox import SparkUnavailable
     from miniworld.spark import SparkStartError
 
     try:
@@ -59,6 +60,10 @@ def _errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130)
+    except SparkUnavailable as exc:  # not our bug and not bad input: the engine went away
+        _line(f"error: Spark is unavailable ({exc}); nothing unscored was stored: once Spark is back, "
+              "continue a train or bench run with --resume")
+        raise typer.Exit(1)
     except Exception as exc:  # noqa: BLE001 - anything else is our bug: say so, exit 1
         logging.getLogger("cosmocore").debug("internal error", exc_info=True)
         _line(f"internal error: {type(exc).__name__}: {exc}")
@@ -70,9 +75,13 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), console=err, transient=False)
 
 
-def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0):
+def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0, kind: str = "pyspark"):
     from miniworld.sandbox import Sandbox
 
+    if kind == "python":  # plain-Python suites (HumanEval) run in subprocesses: no Spark to start
+        from miniworld.pyexec import PythonSandbox
+
+        return PythonSandbox(timeout_s=timeout_s)
     if spark_remote is not None and not spark_remote.startswith("sc://"):
         raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
     where = f"connecting sandbox workers to {spark_remote}" if spark_remote else \
@@ -94,7 +103,7 @@ def _verified_tasks(suite_name: str, spark_remote: Optional[str], box=None):
         return suite, cached
     err.print(f"suite {suite.name!r} is not verified on this machine yet: verifying it once (cached after)")
     own = box is None
-    box = box or _sandbox(spark_remote)
+    box = box or _sandbox(spark_remote, kind=suite.task_kind)
     try:
         with _progress() as bar:
             job = bar.add_task(f"verifying {suite.name}", total=None)
@@ -114,7 +123,19 @@ def _find_task(task_id: str, suite_name: Optional[str]):
     # suite decides, then the others in name order.
     names = [suite_name] if suite_name else sorted(catalog.suite_names(), key=lambda n: (n != "standard", n))
     for name in names:
-        suite = catalog.load_suite(name)
+        try:
+            suite = catalog.load_suite(name)
+        except catalog.SuiteError:
+            if suite_name:
+                raise
+            continue  # one broken user suite file must not hide every other suite's tasks
+        if suite.task_kind == "python":  # HumanEval ids also without the slash (HumanEval_0)
+            from miniworld.humaneval import find
+
+            task = find(catalog.generate(suite), task_id)
+            if task is not None:
+                return suite, task
+            continue
         for task in catalog.generate(suite):
             if task.id == task_id:
                 return suite, task
@@ -181,7 +202,7 @@ def tasks_verify(
         from miniworld import catalog
 
         s = catalog.load_suite(suite)
-        with _sandbox(spark_remote) as box, _progress() as bar:
+        with _sandbox(spark_remote, kind=s.task_kind) as box, _progress() as bar:
             job = bar.add_task(f"verifying {s.name}", total=None)
             report = catalog.verify(s, box, lambda done, total: bar.update(job, completed=done, total=total))
         path = catalog.save_cache(s, report, catalog.generate(s))
@@ -196,6 +217,48 @@ def tasks_verify(
                 err.print(f"failure: {failure}", markup=False)
         if report.failures:
             raise typer.Exit(1)
+
+
+@tasks_app.command("import")
+def tasks_import(
+    file: Path = typer.Argument(..., help="Python file with your PySpark transformation (parsed, never executed here)"),
+    function: Optional[str] = typer.Option(None, help="function to import (default: the only DataFrame function)"),
+    suite: str = typer.Option("imported", help="suite NAME (in $COSMOCORE_SUITES or ~/.local/share/cosmocore/suites) "
+                              "or a path ending in .yaml"),
+    sample: list[str] = typer.Option([], "--sample", help="ARG=FILE (.csv/.json/.parquet): real rows, and the "
+                                     "schema, of one DataFrame parameter (repeatable)"),
+    force: bool = typer.Option(False, "--force", help="replace the family if the suite already has it"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Turn your own DataFrame function into tasks: inject bugs, keep the observable ones, write a suite."""
+    with _errors():
+        from miniworld import importer, user_suites
+
+        samples = {}
+        for item in sample:
+            arg, sep, path = item.partition("=")
+            if not sep or not arg or not path:
+                raise BadInput(f"--sample {item!r}: expected ARG=FILE")
+            samples[arg.strip()] = Path(path)
+        analysis = importer.analyse(file, function, samples)
+        family = importer.build_family(analysis, f"{file.name}:{analysis.function}")
+        user_suites.check_target(suite, family.FAMILY, force)  # before Spark starts
+        with _sandbox(spark_remote) as box, _progress() as bar:
+            job = bar.add_task(f"verifying mutants of {analysis.function}", total=None)
+            result = user_suites.import_family(analysis, family, suite, box, force,
+                                               lambda done, total: bar.update(job, completed=done, total=total))
+        payload = result.to_json()
+        if json_out:
+            _emit(payload)
+            return
+        classes = ", ".join(f"{c} {n}" for c, n in payload["bug_classes"].items())
+        err.print(f"{payload['function']}: {payload['tasks']} tasks ({payload['train']} train, {payload['eval']} eval) "
+                  f"over {len(payload['bug_classes'])} bug classes [{classes}]; "
+                  f"{payload['discarded_unobservable']} unobservable mutants discarded", markup=False)
+        ref = suite if suite.endswith((".yaml", ".yml")) else payload["suite"]
+        err.print(f"suite {payload['suite']!r} written to {payload['path']}: try `cosmocore tasks list --suite "
+                  f"{ref}` or `cosmocore bench --suite {ref}`", markup=False)
 
 
 @app.command("run")
@@ -216,7 +279,7 @@ def run(
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"cannot read candidate file {str(file)!r}: {exc.strerror if isinstance(exc, OSError) else exc}")
         s, found = _find_task(task, suite)
-        with _sandbox(spark_remote, timeout) as box:
+        with _sandbox(spark_remote, timeout, kind=s.task_kind) as box:
             _, tasks = _verified_tasks(s.source, spark_remote, box)
             verified = next((t for t in tasks if t.id == found.id), None)
             if verified is None:
@@ -259,7 +322,7 @@ def solve(
         except PolicyError as exc:
             raise BadInput(str(exc))
         attempts: list[dict] = []
-        with _sandbox(spark_remote) as box:
+        with _sandbox(spark_remote, kind=s.task_kind) as box:
             _, tasks = _verified_tasks(s.source, spark_remote, box)
             verified = next((t for t in tasks if t.id == found.id), None)
             if verified is None:

@@ -142,6 +142,39 @@ def cycles_to_zero_error(rates: Sequence[float | None], target: float = 0.0) -> 
     return None
 
 
+# ------------------------------------------------------------------ pass@k
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimator of the Codex paper (Chen et al. 2021) for one problem with
+    ``n`` samples of which ``c`` are correct: the chance that at least one of ``k`` samples drawn
+    without replacement from the ``n`` is correct, 1 - C(n-c, k) / C(n, k), computed as
+    1 - prod_{i<k} (n-c-i) / (n-i) (no huge binomials). pass@1 = c / n."""
+    if n < 1 or not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every draw of k includes a correct sample
+        return 1.0
+    miss = 1.0
+    for i in range(k):
+        miss *= (n - c - i) / (n - i)
+    return 1.0 - miss
+
+
+def _pass_at_k_rows(rows: list[dict], k: int) -> float | None:
+    samples: dict[Any, list[bool]] = defaultdict(list)
+    for r in rows:
+        samples[r.get("task_id")].append(r.get("outcome") == CORRECT)
+    values = [pass_at_k(len(v), sum(v), k) for v in samples.values() if len(v) >= k]
+    return sum(values) / len(values) if values else None
+
+
+def pass_at_k_per_cycle(evaluations: Rows, k: int = 1, turn: int = 1) -> list[float | None]:
+    """Per cycle: pass@k over the problems (tasks) of the eval attempts at ``turn``, the mean over
+    problems of the unbiased estimator with n = that problem's attempts (samples) and c = its
+    correct ones; problems with fewer than k samples are left out. With greedy decoding (one
+    sample per problem) pass@1 is the share of problems solved, i.e. 1 - hallucination rate.
+    Index = cycle; None for a cycle with no such rows."""
+    return _per_cycle(evaluations, turn, lambda rows: _pass_at_k_rows(rows, k))
+
+
 # ------------------------------------------------------------------ recurrence, self-correction
 def bug_recurrence_rate(evaluations: Rows) -> dict[str, Any]:
     """Of the (task, bug class) pairs whose turn-1 eval attempt was ``correct`` at some cycle

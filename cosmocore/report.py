@@ -73,6 +73,8 @@ DEFINITIONS: dict[str, Callable[..., Any]] = {
     "hallucination_rate_per_cycle": M.hallucination_rate_per_cycle,
     "hallucination_rate_by_outcome": M.hallucination_rate_by_outcome,
     "hallucination_rate_by_bug_class": M.hallucination_rate_by_bug_class,
+    "pass_at_1": M.pass_at_k_per_cycle,
+    "pass@k estimator": M.pass_at_k,
     "final_hallucination_rate": M.final_rate,
     "cycles_to_zero_error": M.cycles_to_zero_error,
     "cycles_to_zero_error (across seeds)": M.censored_summary,
@@ -180,6 +182,7 @@ def run_metrics(evals: list[dict], episodes: list[dict], summary: Mapping[str, A
     return {
         "rates": rates,
         "rates_turn2": M.hallucination_rate_per_cycle(evals, turn=2),
+        "pass_at_1": M.pass_at_k_per_cycle(evals, k=1),
         "by_outcome": M.hallucination_rate_by_outcome(evals),
         "by_bug_class": M.hallucination_rate_by_bug_class(evals),
         "final": M.final_rate(rates),
@@ -269,6 +272,9 @@ def arm_summary(seeds: list[int], run_ids: list[str], per_run: list[dict], cycle
         "sampling_entropy_per_cycle": _curves(col(lambda r: r["sampling_entropy"]), NONNEG),
         "buffer_occupancy_per_cycle": _curves(col(lambda r: r["buffer_curve"]), NONNEG),
         "tagger_valence_auc": _stat(col(lambda r: r["tagger_valence_auc"]), SHARE),
+        # pass@1 (the standard code-generation metric; with greedy eval, 1 - hallucination rate)
+        "pass_at_1": _stat(col(lambda r: M.final_rate(r["pass_at_1"])), SHARE),
+        "pass_at_1_per_cycle": _curves(col(lambda r: r["pass_at_1"]), SHARE),
         "throughput": {"episodes_per_s": _stat(col(lambda r: r["episodes_per_s"]), NONNEG),
                        "tokens_per_s": _stat(col(lambda r: r["tokens_per_s"]), NONNEG),
                        "episodes": col(lambda r: r["episodes"])},
@@ -463,7 +469,8 @@ def headline(report: Mapping[str, Any]) -> str:
     for name, a in report["arms"].items():
         ctze = a["cycles_to_zero_error"]
         lines.append(f"  {name}: final hallucination rate {pct(a['final_hallucination_rate']['mean'])} "
-                     f"{fmt_ci(a['final_hallucination_rate']['ci95'], pct)}; cycles to zero error "
+                     f"{fmt_ci(a['final_hallucination_rate']['ci95'], pct)}; pass@1 "
+                     f"{pct((a.get('pass_at_1') or {}).get('mean'))}; cycles to zero error "
                      f"{fmt(ctze['mean'])} ({ctze['censored']}/{len(a['seeds'])} seeds censored)")
     for c in report["paper_claims"]:
         lines.append(f"  claim '{c['claim']}' ({c['arm']} vs {c['baseline']}): {c['verdict']}: {c['reason']}")

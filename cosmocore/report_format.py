@@ -103,9 +103,10 @@ def blocks(r: Mapping[str, Any]) -> list[Block]:
              "claimed side of zero and reaches the claimed size; the point estimate alone never decides.")]
 
     out += [Heading("Results per arm"), Para("Mean over seeds with the 95% Student-t interval in brackets."), Table(
-        ["arm", "seeds", "final halluc. rate", "change from cycle 0", "cycles to zero error", "censored",
+        ["arm", "seeds", "final halluc. rate", "pass@1", "change from cycle 0", "cycles to zero error", "censored",
          "bug recurrence", "Δi→c", "Δc→i"],
-        [[n, str(len(a["seeds"])), stat(a["final_hallucination_rate"], pct), stat(a["hallucination_rate_change"], signed_pct),
+        [[n, str(len(a["seeds"])), stat(a["final_hallucination_rate"], pct), stat(a.get("pass_at_1"), pct),
+          stat(a["hallucination_rate_change"], signed_pct),
           stat(a["cycles_to_zero_error"], lambda x: fmt(x, 1)),
           f"{a['cycles_to_zero_error']['censored']}/{len(a['seeds'])}", stat(a["bug_recurrence_rate"], pct),
           stat(a["self_correction"]["delta_i_to_c"], pct), stat(a["self_correction"]["delta_c_to_i"], pct)]

@@ -164,6 +164,7 @@ class _Backend(Protocol):
     def insert_new(self, name: str, table: pa.Table, key: str) -> int: ...
     def overwrite(self, name: str, table: pa.Table) -> None: ...
     def read(self, name: str, columns: list[str] | None, where: str | None) -> pa.Table: ...
+    def read_version(self, name: str, version: int) -> pa.Table: ...
     def version(self, name: str) -> int: ...
     def optimize(self, name: str) -> dict[str, Any]: ...
     def vacuum(self, name: str, retention_hours: int) -> int: ...
@@ -263,6 +264,11 @@ class DeltaRsBackend:
         reader = QueryBuilder().register("t", dt_).execute(f"SELECT {cols} FROM t WHERE {where}")
         return pa.table(reader)
 
+    def read_version(self, name: str, version: int) -> pa.Table:
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.uri(name), version=version, storage_options=self.storage_options).to_pyarrow_table()
+
     def version(self, name: str) -> int:
         return int(self._table(name).version())
 
@@ -340,6 +346,9 @@ class SparkBackend:
         if columns:
             df = df.select(*columns)
         return df.toArrow()
+
+    def read_version(self, name: str, version: int) -> pa.Table:
+        return self.spark.read.format("delta").option("versionAsOf", version).load(self.uri(name)).toArrow()
 
     def version(self, name: str) -> int:
         return int(self.spark.sql(f"DESCRIBE HISTORY {self._ref(name)} LIMIT 1").collect()[0]["version"])
@@ -494,6 +503,14 @@ class Store:
             raise StoreError(f"{self.uri}: cannot be read as a store ({type(exc).__name__}: {exc})") from exc
         if not present["episodes"] and not create:
             raise StoreError(f"{self.uri}: not a CosmoCore store (no Delta table 'episodes')")
+        if not any(present.values()) and "://" not in self.uri and os.path.isdir(self.uri):
+            # Creating tables among someone else's files mixes two things a later cleanup cannot
+            # tell apart; an empty (or new) directory is what a store starts from.
+            other = sorted(n for n in os.listdir(self.uri) if not n.startswith("."))
+            if other:
+                raise StoreError(f"{self.uri}: not a CosmoCore store and not empty (holds "
+                                 f"{', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
+                                 "give a new or empty directory")
         for name, spec in TABLES.items():
             if present[name]:
                 self._check_table(spec)
@@ -587,9 +604,14 @@ class Store:
     def read_labels(self, filters: Sequence[Filter] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         return self._read("labels", filters, columns)
 
-    def load_buffer_state(self) -> pa.Table | None:
-        """The latest replay-index checkpoint, or None when none was saved."""
-        table = self._read("buffer_state", None, None)
+    def load_buffer_state(self, version: int | None = None) -> pa.Table | None:
+        """The latest replay-index checkpoint (or the one at table ``version``, the one a trainer
+        checkpoint names), or None when none was saved."""
+        if version is None:
+            table = self._read("buffer_state", None, None)
+        else:
+            schema = TABLES["buffer_state"].schema
+            table = self.backend.read_version("buffer_state", version).select(schema.names).cast(schema)
         return table if table.num_rows else None
 
     def counts(self) -> dict[str, int]:

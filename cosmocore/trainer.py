@@ -38,6 +38,7 @@ from cosmocore.config import BufferConfig, TaggerConfig, option
 from cosmocore.store import Store
 from cosmocore.tagger import AffectiveTagger, ArousalNormaliser, Execution, Featurizer, roc_auc, valence_target
 from miniworld import catalog
+from miniworld.pyexec import open_sandbox
 from miniworld.sandbox import Result, Sandbox
 from miniworld.task import Task, messages
 
@@ -68,6 +69,8 @@ class TrainConfig:
     vf_coef: float = option(0.5, "value-loss coefficient")
     ent_coef: float = option(0.001, "entropy-bonus coefficient")
     kl_beta: float = option(0.01, "KL-to-reference coefficient (k3 estimator)")
+    correction_coef: float = option(0.0, "weight of the corrective term: the NLL of the train task's reference "
+                                    "fix after each replayed failure's prompt (0 = pure PPO, as in the paper)")
     nocturnal_steps: int = option(4, "optimizer steps per nocturnal phase")
     minibatch: int = option(8, "episodes per nocturnal minibatch")
     max_grad_norm: float = option(1.0, "gradient clipping")
@@ -157,6 +160,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(cfg.store)
+        suite = catalog.load_suite(cfg.suite)  # bad input fails before the model and Spark load
         self.policy = Policy.load(cfg.model, device=cfg.device, lora=cfg.lora, seed=cfg.seed,
                                   temperature=cfg.temperature)
         self.device = self.policy.device
@@ -177,8 +181,8 @@ class Trainer:
         self.cycle = 0
         self.history: list[dict] = []
         self._owns_sandbox = sandbox is None
-        self.sandbox = sandbox or Sandbox(spark_remote=cfg.spark_remote, workers=cfg.workers, timeout_s=cfg.timeout_s)
-        suite = catalog.load_suite(cfg.suite)
+        self.sandbox = sandbox or open_sandbox(suite.task_kind, spark_remote=cfg.spark_remote, workers=cfg.workers,
+                                               timeout_s=cfg.timeout_s)  # python suites need no Spark
         self.tasks = catalog.load_tasks(suite, self.sandbox)
         self.train_tasks = [t for t in self.tasks if t.split == "train"]
         self.eval_tasks = [t for t in self.tasks if t.split == "eval"]
@@ -322,7 +326,8 @@ class Trainer:
 
     def _episodes(self, ids: list[str]) -> list[dict]:
         table = self.store.read_episodes(episode_ids=list(dict.fromkeys(ids)),
-                                         columns=["episode_id", "prompt_ids", "completion_ids", "behaviour_logprobs", "reward"])
+                                         columns=["episode_id", "task_id", "prompt_ids", "completion_ids",
+                                                  "behaviour_logprobs", "reward"])
         by_id = {r["episode_id"]: r for r in table.to_pylist()}
         return [by_id[i] for i in ids]
 
@@ -339,6 +344,10 @@ class Trainer:
                 else self.buffer.sample(cfg.minibatch)
             rows = self._episodes(batch.episode_ids)
             loss, s, new_td = self._loss(rows, None, torch.as_tensor(batch.weights, dtype=torch.float32))
+            correction = self._correction(rows)
+            if correction is not None:
+                loss = loss + cfg.correction_coef * correction
+                s["correction_nll"] = correction.item()
             self._step(loss)
             # replay feedback: new TD errors become priorities
             self.buffer.update_priorities(batch, new_td.float().cpu().numpy())
@@ -459,16 +468,41 @@ class Trainer:
         random.setstate(state["rng"]["global_python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
-        self.buffer = ReplayBuffer.rebuild(self.store, buffer_config(self.cfg.arm), seed=self.cfg.seed)
+        # The index as of this checkpoint: a run killed between saving the index and saving the
+        # checkpoint left a newer one (that cycle's night already applied), which is redone now.
+        version = state.get("table_versions", {}).get("buffer_state")
+        self.buffer = ReplayBuffer.rebuild(self.store, buffer_config(self.cfg.arm), seed=self.cfg.seed,
+                                           state_version=version)
         self.buffer.rng.bit_generator.state = state["rng"]["buffer"]
         return True
 
+    def _correction(self, rows: list[dict]) -> torch.Tensor | None:
+        """Token-mean NLL (at temperature 1) of the reference fix after the prompt of each replayed
+        failure on a train task: the failure is shown its correction. The replay sampler decides
+        which failures come back, so the Dream Queue's 5x replay of cringe failures is 5x more
+        correction of exactly those. Eval tasks are never in the buffer; this uses no eval data."""
+        if not self.cfg.correction_coef:
+            return None
+        train = {t.id: t for t in self.train_tasks}
+        pairs = [(r["prompt_ids"], self._reference_ids(train[r["task_id"]]))
+                 for r in rows if r["reward"] < 1.0 and r["task_id"] in train]
+        if not pairs:
+            return None
+        temperature, self.policy.temperature = self.policy.temperature, 1.0
+        try:
+            logp, _, mask, _ = self.policy.sequence_logprobs([p for p, _ in pairs], [c for _, c in pairs])
+        finally:
+            self.policy.temperature = temperature
+        return -(logp * mask).sum() / mask.sum()
+
     # ------------------------------------------------------------------ warm start
-    def _sft_pairs(self) -> list[tuple[list[int], list[int]]]:
+    def _reference_ids(self, task: Task) -> list[int]:
+        """The completion a perfect answer would be: the reference in a code block, then EOS."""
         eos = self.policy.eos_token_ids[:1]
-        return [(self.policy.encode_chat(messages(t)),
-                 self.policy.tokenizer(f"```python\n{t.reference_code}```", add_special_tokens=False)["input_ids"] + eos)
-                for t in self.train_tasks]
+        return self.policy.tokenizer(f"```python\n{task.reference_code}```", add_special_tokens=False)["input_ids"] + eos
+
+    def _sft_pairs(self) -> list[tuple[list[int], list[int]]]:
+        return [(self.policy.encode_chat(messages(t)), self._reference_ids(t)) for t in self.train_tasks]
 
     def warmup(self) -> dict:
         """Supervised fine-tuning on the train split's own (buggy prompt -> reference code)
@@ -583,7 +617,7 @@ class Trainer:
 def _means(stats: list[dict]) -> dict[str, float]:
     """Per-key mean over optimizer steps, ignoring undefined values (NaN when all are)."""
     out = {}
-    for key in (stats[0] if stats else {}):
-        vals = [s[key] for s in stats if s[key] is not None and math.isfinite(s[key])]
+    for key in dict.fromkeys(k for s in stats for k in s):  # a key some steps lack (correction_nll)
+        vals = [s[key] for s in stats if s.get(key) is not None and math.isfinite(s[key])]
         out[key] = float(np.mean(vals)) if vals else float("nan")
     return out

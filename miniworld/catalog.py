@@ -23,6 +23,7 @@ import yaml
 import pipelines
 from miniworld import bugs, rows
 from miniworld.checks import Expected
+from miniworld.imported import ImportedFamily
 from miniworld.task import Dataset, Task, data_digest
 
 
@@ -34,6 +35,16 @@ def _suites_dir() -> Path:
 
 
 SUITES_DIR = _suites_dir()
+
+
+def user_suites_dir() -> Path:
+    """Where ``cosmocore tasks import`` writes suites of users' own pipelines (writable, outside
+    the package): ``$COSMOCORE_SUITES``, else ``$XDG_DATA_HOME/cosmocore/suites``."""
+    base = os.environ.get("COSMOCORE_SUITES") or os.path.join(
+        os.environ.get("XDG_DATA_HOME", os.path.expanduser("~/.local/share")), "cosmocore", "suites")
+    return Path(base)
+
+
 CACHE_VERSION = 1
 
 
@@ -54,10 +65,13 @@ class Suite:
     eval_pairs: tuple[tuple[str, str], ...] | None = None
     source: str = ""
     eval_by: str = "pair"  # "pair": whole (family, bug class) pairs held out; "variant": each pair's last variant
+    imported: tuple[ImportedFamily, ...] = ()  # families defined in the suite file itself
+    task_kind: str = "pyspark"  # "python": plain-Python problems (kind: python, see miniworld.humaneval)
 
 
 def suite_names() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+    """Built-in suites, then users' imported ones (a built-in name wins)."""
+    return sorted({p.stem for d in (SUITES_DIR, user_suites_dir()) for p in d.glob("*.yaml")})
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -65,6 +79,8 @@ def load_suite(name_or_path: str) -> Suite:
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = SUITES_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            path = user_suites_dir() / f"{name_or_path}.yaml"
     if not path.exists():
         raise SuiteError(f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())})")
     try:
@@ -80,12 +96,17 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def _parse_suite(raw: dict, path: Path) -> Suite:
+    if raw.get("kind", "pyspark") != "pyspark":  # plain-Python problem sets (HumanEval)
+        from miniworld import humaneval
+
+        return humaneval.parse_suite(raw, path)
     known = {"name", "description", "seed", "families", "bug_classes", "variants", "datasets",
-             "eval_fraction", "pairs", "eval_pairs", "eval_by"}
+             "eval_fraction", "pairs", "eval_pairs", "eval_by", "imported"}
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}")
-    all_families = pipelines.family_names()
+    imported = tuple(ImportedFamily.from_yaml(str(k), v) for k, v in dict(raw.get("imported") or {}).items())
+    all_families = pipelines.family_names() + [f.FAMILY for f in imported]
     families = all_families if raw.get("families", "all") == "all" else list(raw["families"])
     classes = list(bugs.BUG_CLASSES) if raw.get("bug_classes", "all") == "all" else list(raw["bug_classes"])
     pairs = [tuple(p) for p in raw["pairs"]] if raw.get("pairs") else None
@@ -113,13 +134,24 @@ def _parse_suite(raw: dict, path: Path) -> Suite:
         raise ValueError("eval_by: variant holds out each pair's last variant: it needs variants >= 2 and no eval_pairs")
     return Suite(str(raw.get("name", path.stem)), int(raw.get("seed", 0)), tuple(families),
                  tuple(classes), variants, kinds, fraction,
-                 tuple(pairs) if pairs else None, tuple(eval_pairs) if eval_pairs else None, str(path), eval_by)
+                 tuple(pairs) if pairs else None, tuple(eval_pairs) if eval_pairs else None, str(path), eval_by,
+                 imported)
+
+
+def _family(suite: Suite, name: str):
+    """A family's module-like contract: the suite's own imported family, else ``pipelines/NAME``."""
+    return next((f for f in suite.imported if f.FAMILY == name), None) or pipelines.load(name)
+
+
+def _reference(module) -> str:
+    """The reference source (an imported family stores it; a module's is read from its code)."""
+    return bugs.normalize(getattr(module, "REFERENCE", None) or inspect.getsource(module.transform))
 
 
 # -- generation (pure, seeded) -------------------------------------------------------------
 def family_datasets(suite: Suite, family: str) -> tuple[Dataset, ...]:
     """The family's input datasets for this suite (shared by all its tasks)."""
-    module = pipelines.load(family)
+    module = _family(suite, family)
     out = []
     for kind in suite.kinds:
         rng = random.Random(f"{suite.seed}/{family}/{kind}")
@@ -146,6 +178,10 @@ def _split(suite: Suite, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
 
 def generate(suite: Suite) -> list[Task]:
     """Every candidate task of the suite (unverified), in a stable order."""
+    if suite.task_kind == "python":
+        from miniworld import humaneval
+
+        return humaneval.generate(suite)
     candidates: list[tuple[str, str]] = list(suite.pairs or [])
     if suite.eval_pairs:
         candidates += [p for p in suite.eval_pairs if p not in candidates]
@@ -155,8 +191,8 @@ def generate(suite: Suite) -> list[Task]:
     applicable: list[tuple[str, str]] = []
     made: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for family, cls in candidates:
-        module = pipelines.load(family)
-        reference = bugs.normalize(inspect.getsource(module.transform))
+        module = _family(suite, family)
+        reference = _reference(module)
         seen: set[str] = set()
         for variant in range(suite.variants):
             buggy = bugs.inject(reference, cls, _variant_seed(suite, family, cls, variant), module.INPUTS)
@@ -169,8 +205,8 @@ def generate(suite: Suite) -> list[Task]:
     held = _split(suite, applicable) if suite.eval_by == "pair" else set()
     datasets = {f: family_datasets(suite, f) for f in dict.fromkeys(f for f, _ in applicable)}
     for family, cls in applicable:
-        module = pipelines.load(family)
-        reference = bugs.normalize(inspect.getsource(module.transform))
+        module = _family(suite, family)
+        reference = _reference(module)
         variants = made[(family, cls)]
         for k, (variant, buggy) in enumerate(variants):
             # eval_by variant: a pair's last variant is held out (a pair with one variant trains)
@@ -190,6 +226,10 @@ def _variant_seed(suite: Suite, family: str, cls: str, variant: int) -> int:
 
 def digest(tasks: list[Task]) -> str:
     """Identity of a generated suite: codes, data and the Spark version that verifies it."""
+    if tasks and tasks[0].kind == "python":
+        from miniworld import humaneval
+
+        return humaneval.digest(tasks)
     import pyspark
 
     h = hashlib.sha256(f"v{CACHE_VERSION}/{pyspark.__version__}".encode())
@@ -224,6 +264,10 @@ def cache_dir() -> Path:
 
 def verify(suite: Suite, sandbox, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Run references and mutants on Spark; keep the observable, deterministic tasks."""
+    if suite.task_kind == "python":
+        from miniworld import humaneval
+
+        return humaneval.verify(suite, sandbox, progress)
     from miniworld.sandbox import expected_from, score
 
     tasks = generate(suite)
@@ -298,6 +342,11 @@ def load_tasks(suite: Suite, sandbox=None, progress: Callable[[int, int], None] 
     cached = load_cached(suite)
     if cached is not None:
         return cached
+    if sandbox is None and suite.task_kind == "python":  # needs no Spark: verify here and now
+        from miniworld.pyexec import PythonSandbox
+
+        with PythonSandbox() as box:
+            return load_tasks(suite, box, progress)
     if sandbox is None:
         raise SuiteError(f"suite {suite.name!r} is not verified yet: run `cosmocore tasks verify --suite {suite.name}`")
     report = verify(suite, sandbox, progress)

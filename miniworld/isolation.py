@@ -10,6 +10,7 @@ Three layers, each detected and skipped with a warning where the OS refuses it:
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import resource
 import shutil
@@ -129,3 +130,20 @@ def set_cpu_budget(seconds: float) -> None:
     if hard != resource.RLIM_INFINITY:
         soft = min(soft, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+class CappedText(io.TextIOBase):
+    """A candidate's stdout: keeps the first ``cap`` characters and counts the rest (output size
+    is a resource like memory: a print loop must not fill the parent's pipe or memory)."""
+
+    def __init__(self, cap: int = 8192) -> None:
+        self.cap, self.parts, self.size = cap, [], 0
+
+    def write(self, text: str) -> int:
+        if self.size < self.cap:
+            self.parts.append(text[: self.cap - self.size])
+        self.size += len(text)
+        return len(text)
+
+    def value(self) -> str:
+        return "".join(self.parts)

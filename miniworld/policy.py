@@ -67,6 +67,9 @@ _SQL_FUNCTIONS = frozenset({"reflect", "java_method", "try_reflect", "read_files
 #: ``TABLE t``), which reaches other views and server files (``text.`/etc/passwd` ``), or a
 #: function name computed at analysis time with ``IDENTIFIER('ref' || 'lect')``.
 _SQL_NESTED = re.compile(r"\(\s*(select|from|table|values|with)\b|\bidentifier\s*\(", re.I)
+#: In an expression string: a schema-parsing function (its schema could be folded from pieces
+#: into a JVM user-defined type; the DataFrame API's ``F.from_json(col, "literal")`` stays open).
+_SQL_SCHEMA_PARSE = re.compile(r"\bfrom_(json|csv|xml)`?\s*\(", re.I)
 _SQL_COMMENT = re.compile(r"/\*|\*/|--")
 
 
@@ -79,6 +82,8 @@ def sql_text_violation(text: str, expression: bool = False) -> str | None:
         return "SQL text calls a JVM-reflection or file function"
     if expression and _SQL_NESTED.search(flat):
         return "SQL expression text nests a query or computes a function name"
+    if expression and _SQL_SCHEMA_PARSE.search(flat):
+        return "SQL expression text parses a schema (use F.from_json with a literal schema)"
     return None
 
 

@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from miniworld import isolation
 from miniworld.spark import SparkEndpoint
@@ -140,8 +141,14 @@ class SandboxPool:
         self.replaced = 0
         self.registered_views: set[str] = set()
         with ThreadPoolExecutor(self.config.size) as ex:
-            for worker in ex.map(lambda _: self._spawn(), range(self.config.size)):
-                self._idle.put(worker)
+            futures = [ex.submit(self._spawn) for _ in range(self.config.size)]
+        for future in futures:
+            if future.exception() is None:
+                self._idle.put(future.result())
+        failed = next((f.exception() for f in futures if f.exception() is not None), None)
+        if failed is not None:  # e.g. Spark unreachable: leave no worker behind
+            self.close()
+            raise failed
         self._executor = ThreadPoolExecutor(self.config.size, thread_name_prefix="sandbox")
 
     def __enter__(self) -> SandboxPool:
@@ -166,7 +173,11 @@ class SandboxPool:
                 if self._closed:
                     return
                 try:
-                    self._idle.put(self._spawn())
+                    worker = self._spawn()
+                    if self._closed:  # closed while it started: nobody would ever stop it
+                        worker.kill()
+                    else:
+                        self._idle.put(worker)
                     return
                 except Exception as exc:  # noqa: BLE001 - retried, then logged
                     if self._closed:
@@ -199,9 +210,23 @@ class SandboxPool:
         self._idle.put(worker)
         return reply
 
-    def run_many(self, jobs: list[dict], timeout_s: float | None = None) -> list[dict]:
-        """Run jobs in parallel across the pool, results in input order."""
-        return list(self._executor.map(lambda j: self.run(j, timeout_s), jobs))
+    def run_many(self, jobs: list[dict], timeout_s: float | None = None,
+                 stop: Callable[[dict], bool] | None = None) -> list[dict]:
+        """Run jobs in parallel across the pool, results in input order. Once ``stop`` is true
+        of a reply (Spark is gone), jobs not yet started are answered ``not_run`` at once
+        instead of each waiting out the client's retries."""
+        stopped = threading.Event()
+
+        def one(job: dict) -> dict:
+            if stopped.is_set():
+                return {"id": job.get("id"), "status": "not_run", "stdout": "",
+                        "error": {"type": "NotRun", "condition": None, "message": "not run: Spark went away"}}
+            reply = self.run(job, timeout_s)
+            if stop is not None and stop(reply):
+                stopped.set()
+            return reply
+
+        return list(self._executor.map(one, jobs))
 
     def pids(self) -> list[int]:
         """Process ids of the idle workers (for tests and diagnostics)."""
@@ -209,7 +234,8 @@ class SandboxPool:
 
     def close(self) -> None:
         self._closed = True
-        self._executor.shutdown(wait=True)
+        if hasattr(self, "_executor"):  # absent when the constructor failed
+            self._executor.shutdown(wait=True)
         while True:
             try:
                 self._idle.get_nowait().kill()

@@ -212,11 +212,43 @@ def _server_preexec(reads: list[str] | None, writes: list[str]):
     return prepare
 
 
-def endpoint_for(spark_remote: str | None) -> SparkEndpoint:
-    """A user-given ``sc://`` endpoint (validated); None means "start the local server"."""
+def endpoint_for(spark_remote: str | None, probe_timeout_s: float = 15.0) -> SparkEndpoint:
+    """A user-given ``sc://`` endpoint, validated and probed; None means "start the local server".
+
+    The probe matters: a worker's Connect client retries a dead or non-Spark address for minutes,
+    so without it a typo in ``--spark-remote`` surfaced as a worker timeout (exit 1) after 90 s."""
     if not spark_remote or not spark_remote.startswith("sc://"):
         raise ValueError(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+    probe(spark_remote, probe_timeout_s)
     return SparkEndpoint(spark_remote)
+
+
+def probe(spark_remote: str, timeout_s: float = 15.0) -> None:
+    """Raise :class:`SparkStartError` unless a gRPC (HTTP/2) server answers at ``spark_remote``.
+
+    Uses pyspark's own channel builder, so TLS and token parameters of the URL apply."""
+    import grpc
+    from pyspark.sql.connect.client import DefaultChannelBuilder
+
+    try:
+        builder = DefaultChannelBuilder(spark_remote)
+        host, _, port = builder.endpoint.rpartition(":")
+        channel = builder.toChannel()
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's URL
+        raise SparkStartError(f"--spark-remote {spark_remote}: {exc}") from None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:  # refused or unresolvable: say so now rather than after the timeout
+        channel.close()
+        raise SparkStartError(f"--spark-remote {spark_remote}: cannot connect ({exc.strerror or exc})") from None
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise SparkStartError(f"--spark-remote {spark_remote}: no Spark Connect (gRPC) server answered "
+                              f"within {timeout_s:.0f}s (nothing listens there, or another service "
+                              "holds the port)") from None
+    finally:
+        channel.close()
 
 
 if __name__ == "__main__":  # manual check: python -m miniworld.spark

@@ -35,9 +35,17 @@ class Task:
     buggy_code: str
     datasets: tuple[Dataset, ...]
     expected: tuple[Expected, ...] | None = field(default=None, compare=False)
+    # plain-Python tasks (HumanEval, see miniworld.humaneval): the function to write and its test
+    kind: str = "pyspark"  # "pyspark" | "python"
+    entry_point: str = ""
+    test_code: str = field(default="", repr=False)
 
     @property
     def checks_total(self) -> int:
+        if self.kind == "python":  # one check per top-level assert statement of the test
+            from miniworld.pyrunner import split_checks
+
+            return sum(is_check for _, is_check in split_checks(self.test_code)[1])
         return len(check_names(self.ordered)) * len(self.datasets)
 
     def summary(self) -> dict:
@@ -49,7 +57,9 @@ class Task:
                 "keys": list(self.keys), "ordered": self.ordered, "buggy_code": self.buggy_code,
                 "reference_code": self.reference_code, "checks_total": self.checks_total,
                 "datasets": [{"name": d.name, "rows": {k: len(v) for k, v in d.inputs.items()}}
-                             for d in self.datasets]}
+                             for d in self.datasets],
+                **({"kind": self.kind, "entry_point": self.entry_point, "test_code": self.test_code}
+                   if self.kind == "python" else {})}
 
 
 def data_digest(inputs: dict[str, list[tuple]], schemas: dict[str, str]) -> str:
@@ -67,6 +77,10 @@ SYSTEM_PROMPT = (
 
 def prompt(task: Task, attempts: list[tuple[str, str]] | None = None) -> str:
     """The user message for a turn; ``attempts`` are earlier (code, feedback) pairs."""
+    if task.kind == "python":
+        from miniworld.humaneval import prompt as python_prompt
+
+        return python_prompt(task, attempts)
     schemas = "\n".join(f"- `{name}`: {ddl}" for name, ddl in task.inputs.items())
     text = (
         f"## Spec\n{task.spec}\n\n## Inputs (Spark DataFrames)\n{schemas}\n\n"
@@ -83,4 +97,8 @@ def prompt(task: Task, attempts: list[tuple[str, str]] | None = None) -> str:
 
 def messages(task: Task, attempts: list[tuple[str, str]] | None = None) -> list[dict]:
     """Chat-template messages for a turn."""
+    if task.kind == "python":
+        from miniworld.humaneval import SYSTEM_PROMPT as PYTHON_SYSTEM_PROMPT
+
+        return [{"role": "system", "content": PYTHON_SYSTEM_PROMPT}, {"role": "user", "content": prompt(task, attempts)}]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt(task, attempts)}]

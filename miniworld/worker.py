@@ -11,7 +11,6 @@ from __future__ import annotations
 import _thread
 import argparse
 import builtins as _builtins
-import io
 import json
 import os
 import sys
@@ -39,21 +38,6 @@ _BLOCKED_FUNCTIONS = {"udf", "udtf", "pandas_udf", "call_udf", "reflect", "java_
                       "ArrowUDFType", "AnalyzeArgument", "AnalyzeResult"}
 
 
-class _CappedText(io.TextIOBase):
-    """stdout for candidate code: keeps the first ``cap`` characters, drops the rest."""
-
-    def __init__(self, cap: int = 8192) -> None:
-        self.cap, self.parts, self.size = cap, [], 0
-
-    def write(self, text: str) -> int:
-        if self.size < self.cap:
-            self.parts.append(text[: self.cap - self.size])
-        self.size += len(text)
-        return len(text)
-
-    def value(self) -> str:
-        return "".join(self.parts)
-
 
 def _proxy(module: Any, blocked: set[str]) -> SimpleNamespace:
     """A namespace with a module's own public callables and classes: those in its ``__all__`` or
@@ -77,6 +61,11 @@ def _proxy(module: Any, blocked: set[str]) -> SimpleNamespace:
 #: ``SQL`` relations) or resolves as a function name (``agg({"x": "reflect"})``).
 _SQL_EXPRESSION_FIELDS = frozenset({"expression", "query", "sql"})
 _SQL_FUNCTION_FIELDS = frozenset({"function_name"})
+#: Functions whose second argument is a schema the server parses with ``DataType.fromJson``: a
+#: user-defined type there (``{"type": "udt", "class": X, ...}``) makes the JVM construct class X.
+#: The schema must arrive as a literal (checked by :func:`policy.udt_violation`), not as an
+#: expression the server folds (``concat('{"type":"udt","class":...py', 'Class...')``).
+_SCHEMA_FUNCTIONS = frozenset({"from_json", "from_csv", "from_xml"})
 
 
 def _check_request(request: Any) -> None:
@@ -86,6 +75,11 @@ def _check_request(request: Any) -> None:
     stack = [request]
     while stack:
         message = stack.pop()
+        if message.DESCRIPTOR.name == "UnresolvedFunction" and \
+                message.function_name.lower() in _SCHEMA_FUNCTIONS and len(message.arguments) > 1 and \
+                message.arguments[1].WhichOneof("expr_type") != "literal":
+            raise PermissionError(f"policy violation at run time: {message.function_name} takes its "
+                                  "schema as a literal string or DataType, not as an expression")
         for field, value in message.ListFields():
             if isinstance(value, (bytes, bool, int, float)):
                 continue
@@ -139,6 +133,17 @@ class _Session:
         self.version = spark.version
 
 
+def _unavailable_retry_policy() -> Any:
+    """Connect's retry policy for this worker: a few quick retries (~3 s in all) instead of the
+    default ten minutes, so that a dead or unreachable server surfaces as an ``UNAVAILABLE``
+    error well inside a job's deadline, which the parent recognises and recovers from (a hang
+    would read as the candidate's timeout)."""
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    return DefaultPolicy(max_retries=5, initial_backoff=100, backoff_multiplier=2.0, max_backoff=2000,
+                         jitter=0, min_jitter_threshold=0)
+
+
 #: Column that tags each dataset's rows in the one-job union (a name candidates cannot write).
 _DATASET_COLUMN = "__miniworld_dataset__"
 
@@ -152,6 +157,7 @@ class Worker:
         from pyspark.sql import types as T
 
         self.spark = SparkSession.builder.remote(remote).getOrCreate()
+        self.spark.client.set_retry_policies([_unavailable_retry_policy()])
         self.spark.client._stub = _CheckedStub(self.spark.client._stub)
         T.UserDefinedType.fromJson = classmethod(_refuse_udt)
         # Expected outputs were computed on the local server's settings; a remote server (a
@@ -189,7 +195,7 @@ class Worker:
     def run(self, job: dict) -> dict:
         """Execute one candidate against each dataset of one task; never raises."""
         started = time.monotonic()
-        out = _CappedText()
+        out = isolation.CappedText()
         timed_out = threading.Event()
         tag = job["tag"]
 
@@ -266,7 +272,8 @@ class Worker:
             if timed_out.is_set():
                 return [{"error": _describe(exc, True)}]
             condition = _describe(exc)["condition"] or ""
-            if condition.startswith("UNRESOLVED_") or isinstance(exc, (NameError, AttributeError, TypeError)):
+            if condition.startswith("UNRESOLVED_") or isinstance(exc, (NameError, AttributeError, TypeError)) \
+                    or _grpc_status(exc) == "UNAVAILABLE":  # no server: no point asking per dataset
                 return [{"error": _describe(exc)} for _ in datasets]  # fails alike on every dataset
             return [self._run_dataset(entry, d, max_rows, timed_out) for d in datasets]
         fields = [[f.name, f.dataType.simpleString()] for f in schema.fields[1:]]
@@ -286,7 +293,7 @@ class Worker:
                 raise
             return {"error": _describe(exc, timed_out.is_set())}
 
-    def _failure(self, exc: BaseException, timed_out: threading.Event, out: _CappedText) -> dict:
+    def _failure(self, exc: BaseException, timed_out: threading.Event, out: isolation.CappedText) -> dict:
         status = "timeout" if timed_out.is_set() else "error"
         return {"status": status, "error": _describe(exc, timed_out.is_set()), "stdout": out.value()}
 
@@ -320,7 +327,21 @@ def _describe(exc: BaseException, timed_out: bool = False) -> dict:
     elif not message:
         message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return {"type": type(exc).__name__, "condition": condition, "message": message[:2000],
-            "timed_out": timed_out}
+            "timed_out": timed_out, "grpc_status": _grpc_status(exc)}
+
+
+def _grpc_status(exc: BaseException) -> str | None:
+    """The gRPC status name of a Connect transport error (``UNAVAILABLE`` when the server is
+    gone), else None. Only pyspark's and grpc's own classes count: a candidate cannot make them,
+    so it cannot pass its failure off as Spark's."""
+    import grpc
+    from pyspark.errors.exceptions.connect import SparkConnectGrpcException
+
+    if isinstance(exc, SparkConnectGrpcException):
+        return exc.getGrpcStatusCode().name
+    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+        return exc.code().name
+    return None
 
 
 def main() -> None:

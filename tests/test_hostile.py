@@ -47,6 +47,9 @@ XXE = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd"
 _UDT_A, _UDT_B = json.dumps({"type": "struct", "fields": [{"name": "x", "nullable": True, "metadata": {}, "type": {
     "type": "udt", "pyClass": "antigravity.X", "serializedClass": "", "sqlType": "long"}}]}).split("pyClass")
 _UDT_SQL = f"from_json('{{}}', concat('{_UDT_A}py', 'Class{_UDT_B}')) as v"
+#: The JVM form (``"class"``: the server would construct that class), folded from two literals.
+_JVM_A, _JVM_B = json.dumps({"type": "struct", "fields": [{"name": "x", "nullable": True, "metadata": {}, "type": {
+    "type": "udt", "class": "java.lang.Object", "pyClass": "x", "sqlType": "long"}}]}).split("pyClass")
 
 PV, RT, UR, TO, RL, WR, SE = ("policy_violation", "runtime_error", "unknown_reference", "timeout",
                               "resource_limit", "wrong_result", "syntax_error")
@@ -93,6 +96,12 @@ MORE: dict[str, tuple[str, str, set[str]]] = {
         SQL_BLOCKED),
     "fs_udt_from_json_sql_concat": (
         "file_system", T + f"    s = {_UDT_SQL!r}\n    return spark.range(1).selectExpr(s)\n", {RT, UR, WR}),
+    "jvm_udt_class_from_json_concat_column": (
+        "jvm", T + f"    s = F.concat(F.lit({_JVM_A + 'py'!r}), F.lit({'Class' + _JVM_B!r}))\n"
+        "    return spark.range(1).select(F.from_json(F.lit('{}'), s))\n", {RT}),
+    "jvm_udt_class_from_json_concat_sql": (
+        "jvm", T + f"    s = \"from_json('{{}}', concat('\" + {_JVM_A!r} + \"py', 'Class\" + {_JVM_B!r} + \"'))\"\n"
+        "    return spark.range(1).selectExpr(s)\n", SQL_BLOCKED),
     "fs_udt_fromJson_import": (
         "file_system", T + "    T.StructType.fromJson({'fields': [{'name': 'x', 'nullable': True, 'metadata': {},"
         " 'type': {'type': 'udt', 'pyClass': 'antigravity.X', 'class': 'x', 'sqlType': 'long'}}]})\n" + RET, {PV}),
@@ -266,6 +275,18 @@ def test_sql_assembled_at_run_time_never_reaches_the_server(sandbox, task) -> No
     assert "policy violation at run time" in (result.error or "")
     _assert_server_alive(sandbox)
     assert sandbox.evaluate(task, task.reference_code).outcome == "correct"
+
+
+def test_schemas_reach_the_server_only_as_literals(sandbox, task) -> None:
+    """A UDT schema folded from pieces would make the JVM construct a class; a literal schema
+    (checked for UDTs) still parses JSON."""
+    for name in ("jvm_udt_class_from_json_concat_column", "jvm_udt_class_from_json_concat_sql"):
+        result = sandbox.evaluate(task, MORE[name][1], timeout_s=5.0)
+        assert result.outcome == "runtime_error" and "policy violation at run time" in (result.error or ""), \
+            (name, result.outcome, result.error)
+    ok = T + "    return spark.range(1).select(F.from_json(F.lit('{\"a\": 5}'), 'a int').a.alias('a'))\n"
+    assert sandbox.run_many_raw([(task, ok)])[0]["datasets"][0]["rows"] == [[5]]
+    _assert_server_alive(sandbox)
 
 
 def test_sql_checks_accept_ordinary_expressions() -> None:

@@ -240,6 +240,17 @@ def test_headline_names_each_arm(built: tuple[Path, dict]) -> None:
     assert "uniform" in text and "cosmocore" in text and "48% fewer hallucinations" in text
 
 
+def test_pass_at_1_is_the_share_solved_at_the_last_cycle(built: tuple[Path, dict]) -> None:
+    run_dir, rep = built
+    for arm in ("uniform", "cosmocore"):
+        a = rep["arms"][arm]
+        per_seed = [1 - RATES[arm, s][-1] for s in (0, 1)]  # greedy eval: one sample per task
+        assert a["pass_at_1"]["per_seed"] == pytest.approx(per_seed)
+        assert a["pass_at_1"]["mean"] == pytest.approx(sum(per_seed) / 2)
+        assert a["pass_at_1_per_cycle"]["per_seed"][0] == pytest.approx([1 - r for r in RATES[arm, 0]])
+    assert "pass@1" in (run_dir / "report.md").read_text() and "pass@1" in R.headline(rep)
+
+
 # ------------------------------------------------------------------ degenerate benches
 def test_single_seed_bench_reports_without_intervals(tmp_path: Path) -> None:
     rep = R.build(make_bench(tmp_path / "run", ["uniform", "cosmocore"], [1]))

@@ -140,6 +140,34 @@ def test_warm_start_lowers_the_nll_of_train_pairs_and_anchors_the_reference(tmp_
     trainer.close()
 
 
+def test_corrective_term_teaches_the_fix_of_replayed_failures(tmp_path, sandbox, smoke_tasks) -> None:
+    """With ``correction_coef`` the night also lowers the NLL of a failed train task's reference
+    after that episode's prompt; without it the term is absent from the stats."""
+    trainer = Trainer(_cfg(tmp_path, cycles=1, correction_coef=1.0, lr=2e-3, nocturnal_steps=3), sandbox=sandbox)
+    day = trainer.day()
+    rows = trainer._episodes(list(trainer.buffer.slot_of))
+    failed = [r for r in rows if r["reward"] < 1.0]
+    assert failed, "the tiny random model failed nothing?"
+    train = {t.id: t for t in trainer.train_tasks}
+
+    def nll() -> float:
+        trainer.policy.model.eval()
+        trainer.policy.temperature, saved = 1.0, trainer.policy.temperature
+        with torch.no_grad():
+            logp, _, mask, _ = trainer.policy.sequence_logprobs(
+                [r["prompt_ids"] for r in failed], [trainer._reference_ids(train[r["task_id"]]) for r in failed])
+        trainer.policy.temperature = saved
+        return float(-(logp * mask).sum() / mask.sum())
+
+    before = nll()
+    night = trainer.night(day)
+    assert "correction_nll" in night and nll() < before
+    trainer.close()
+    plain = Trainer(_cfg(tmp_path / "plain", cycles=1), sandbox=sandbox)
+    assert "correction_nll" not in plain.night(plain.day())
+    plain.close()
+
+
 def test_same_seed_same_run(tmp_path, sandbox, smoke_tasks) -> None:
     """Everything reproducible from --seed: two runs, same seed, same episodes and metrics."""
     histories, completions = [], []
