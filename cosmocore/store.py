@@ -506,7 +506,8 @@ class Store:
         if not any(present.values()) and "://" not in self.uri and os.path.isdir(self.uri):
             # Creating tables among someone else's files mixes two things a later cleanup cannot
             # tell apart; an empty (or new) directory is what a store starts from.
-            other = sorted(n for n in os.listdir(self.uri) if not n.startswith("."))
+            # (our own table names are not "other": a concurrent opener may be creating them)
+            other = sorted(n for n in os.listdir(self.uri) if not n.startswith(".") and n not in TABLES)
             if other:
                 raise StoreError(f"{self.uri}: not a CosmoCore store and not empty (holds "
                                  f"{', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "

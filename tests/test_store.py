@@ -290,3 +290,15 @@ def test_spark_backend_same_api_same_tables(tmp_path: Path) -> None:
         assert DeltaTable(uri + "/episodes").protocol().min_writer_version == 2
     finally:
         spark.stop()
+
+
+def test_a_table_another_opener_is_creating_is_not_foreign(tmp_path: Path) -> None:
+    """Two processes opening one new store race to create its tables: a half-made table folder
+    of ours must not read as "a directory of other files" (which is refused)."""
+    (tmp_path / "s" / "episodes").mkdir(parents=True)
+    store = Store.open(tmp_path / "s")
+    assert store.read_episodes().num_rows == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(StoreError, match="not empty"):
+        Store.open(tmp_path / "other")
