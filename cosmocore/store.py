@@ -168,6 +168,7 @@ class _Backend(Protocol):
     def version(self, name: str) -> int: ...
     def optimize(self, name: str) -> dict[str, Any]: ...
     def vacuum(self, name: str, retention_hours: int) -> int: ...
+    def delete(self, name: str, where: str) -> int: ...
 
 
 def _join(root: str, name: str) -> str:
@@ -281,6 +282,12 @@ class DeltaRsBackend:
         )
         return len(removed)
 
+    def delete(self, name: str, where: str) -> int:
+        from deltalake.exceptions import CommitFailedError
+
+        return _retry(lambda: int(self._table(name).delete(where)["num_deleted_rows"]),
+                      lambda e: isinstance(e, CommitFailedError), self.cfg)
+
 
 class SparkBackend:
     """Delta through Spark's own writer on the active session (Databricks, or Spark with Delta jars)."""
@@ -359,6 +366,10 @@ class SparkBackend:
 
     def vacuum(self, name: str, retention_hours: int) -> int:
         return len(self.spark.sql(f"VACUUM {self._ref(name)} RETAIN {retention_hours} HOURS").collect())
+
+    def delete(self, name: str, where: str) -> int:
+        rows = self.spark.sql(f"DELETE FROM {self._ref(name)} WHERE {where}").collect()
+        return int(rows[0][0]) if rows else 0
 
 
 def _literal(value: Any) -> str:
@@ -601,6 +612,15 @@ class Store:
 
     def read_evaluations(self, filters: Sequence[Filter] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         return self._read("evaluations", filters, columns)
+
+    def discard_after(self, run_id: str, cycle: int) -> dict[str, int]:
+        """Delete a run's episodes and evaluations of cycles after ``cycle`` (its checkpoint's).
+
+        A resumed run redoes those cycles with the same episode ids; an idempotent append would
+        keep the killed run's rows, which match the redo only if generation is bit-for-bit
+        deterministic (a timeout under load or a GPU kernel is not): drop them and redo whole."""
+        where = _where([("run_id", "=", run_id), ("cycle", ">", int(cycle))], TABLES["episodes"].schema)
+        return {name: self.backend.delete(name, where) for name in ("episodes", "evaluations")}
 
     def read_labels(self, filters: Sequence[Filter] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         return self._read("labels", filters, columns)

@@ -468,6 +468,8 @@ class Trainer:
         random.setstate(state["rng"]["global_python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
+        # Rows of the cycles after the checkpoint are redone whole, not merged with the killed run's.
+        self.store.discard_after(self.cfg.run_id, state["cycle"])
         # The index as of this checkpoint: a run killed between saving the index and saving the
         # checkpoint left a newer one (that cycle's night already applied), which is redone now.
         version = state.get("table_versions", {}).get("buffer_state")

@@ -1,8 +1,8 @@
 """kill -9 a ``cosmocore train`` run in its day phase, its nocturnal phase, inside the Delta commit
 of its episodes, and between saving the replay index and the checkpoint; resume each time.
-Nothing is lost or stored twice, every cycle's episodes are complete, the index a resumed run
-starts from is the checkpoint's index plus the episodes stored after it (and accounts for every
-stored episode), and training goes on to the cycle budget from the checkpoint.
+Nothing is lost or stored twice, every cycle's episodes are complete, a resumed run drops the rows
+of the cycles after its checkpoint and redoes them whole, the index it starts from is the
+checkpoint's index (accounting for every episode kept), and training goes on to the cycle budget.
 
 One run is killed four times in a row (the kill points are a test-only harness,
 ``tests/crash_harness.py``, around the real CLI); all runs share the session's Spark server."""
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,8 +47,12 @@ def _checkpoint(tmp: Path) -> dict:
     return torch.load(tmp / "out" / "checkpoint.pt", weights_only=False)
 
 
+def _checkpoint_run_id(ckpt: dict) -> str:
+    return ckpt["config"]["run_id"]
+
+
 def _episodes(store: Store) -> list[dict]:
-    return store.read_episodes(columns=["episode_id", "run_id", "cycle", "turn", "outcome"]).to_pylist()
+    return store.read_episodes(columns=["episode_id", "run_id", "cycle", "turn", "outcome", "created_at"]).to_pylist()
 
 
 def _assert_cycles_complete(rows: list[dict], run_id: str, cycles: set[int]) -> None:
@@ -71,9 +76,12 @@ def crashed_run(tmp_path_factory, cache_dir, sandbox, smoke_tasks) -> dict:
            "CRASH_ENDPOINT": json.dumps(dataclasses.asdict(sandbox.endpoint))}
     states, resumes = [], []
     for k, kill in enumerate(KILLS + (None,)):
-        if k:  # what a correct resume starts from: the checkpoint's index + episodes stored since
+        if k:  # what a correct resume starts from: the checkpoint's index, the later cycles dropped
             ckpt = _checkpoint(tmp)
-            store = Store.open(tmp / "store")
+            copy = tmp / f"expected-{k}"
+            shutil.copytree(tmp / "store", copy)  # computed on a copy: the resume does it for real
+            store = Store.open(copy)
+            store.discard_after(_checkpoint_run_id(ckpt), ckpt["cycle"])
             expected = ReplayBuffer.rebuild(store, buffer_config("cosmocore"), seed=1,
                                             state_version=ckpt["table_versions"]["buffer_state"])
             resumes.append({"checkpoint_cycle": ckpt["cycle"], "expected": buffer_snapshot(expected),
@@ -133,6 +141,11 @@ def test_training_goes_on_to_the_budget_without_losing_or_repeating_anything(cra
     assert len({e["eval_id"] for e in evals}) == len(evals)
     per_cycle = [sum(e["cycle"] == c for e in evals) for c in range(CYCLES + 1)]
     assert per_cycle[0] > 0 and per_cycle == [per_cycle[0]] * (CYCLES + 1), per_cycle  # none lost, none twice
+    # cycles stored ahead of a checkpoint were dropped at resume and redone: the final rows of
+    # cycle 1 are newer than the ones the night:1 kill left behind
+    killed = {r["episode_id"]: r["created_at"] for r in next(s for s in crashed_run["states"]
+                                                             if s["kill"] == "night:1")["episodes"]}
+    assert killed and all(r["created_at"] > killed[r["episode_id"]] for r in rows if r["episode_id"] in killed)
     final = ReplayBuffer.rebuild(store, buffer_config("cosmocore"), seed=1)
     assert set(final.slot_of) | set(final.removed) == {r["episode_id"] for r in rows}
     assert store.load_buffer_state() is not None and len(final) == len(final.slot_of)

@@ -302,3 +302,14 @@ def test_a_table_another_opener_is_creating_is_not_foreign(tmp_path: Path) -> No
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(StoreError, match="not empty"):
         Store.open(tmp_path / "other")
+
+
+def test_discard_after_drops_one_runs_later_cycles_only(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s")
+    store.append_episodes([{**episode(i), "run_id": run, "cycle": c}
+                           for i, (run, c) in enumerate([("a", 1), ("a", 2), ("a", 3), ("b", 3), ("a'", 3)])])
+    store.append_evaluations([{"eval_id": f"v{c}", "run_id": "a", "cycle": c} for c in (0, 1, 2)])
+    assert store.discard_after("a", 1) == {"episodes": 2, "evaluations": 1}
+    kept = store.read_episodes(columns=["run_id", "cycle"]).to_pylist()
+    assert sorted((r["run_id"], r["cycle"]) for r in kept) == [("a", 1), ("a'", 3), ("b", 3)]
+    assert sorted(store.read_evaluations(columns=["cycle"]).column("cycle").to_pylist()) == [0, 1]
