@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from miniworld.task import Task
+from miniworld.task import Task, attempts_text
 
 FAMILY = "humaneval"
 BUG_CLASS = "function_completion"  # no injected bug: the whole function is the task
@@ -124,10 +124,7 @@ def prompt(task: Task, attempts: list[tuple[str, str]] | None = None) -> str:
         "math, itertools, collections, re, string, functools and hashlib; do not read or write files, "
         "start processes or use the network."
     )
-    for i, (code, fb) in enumerate(attempts or [], start=1):
-        text += (f"\n\n## Your attempt {i}\n```python\n{code}\n```\n"
-                 f"Result of running it: {fb}\nFix the function.")
-    return text
+    return text + attempts_text(attempts, "Fix the function.")
 
 
 def parse_suite(raw: dict, path: Path) -> Any:

@@ -89,10 +89,13 @@ def prompt(task: Task, attempts: list[tuple[str, str]] | None = None) -> str:
         "Write the corrected `transform` function. `F` (pyspark.sql.functions), `T` "
         "(pyspark.sql.types) and `Window` are already imported; do not read or write files."
     )
-    for i, (code, fb) in enumerate(attempts or [], start=1):
-        text += (f"\n\n## Your attempt {i}\n```python\n{code}\n```\n"
-                 f"Result of running it: {fb}\nFix the function so that it meets the spec.")
-    return text
+    return text + attempts_text(attempts, "Fix the function so that it meets the spec.")
+
+
+def attempts_text(attempts: list[tuple[str, str]] | None, ask: str) -> str:
+    """Earlier (code, feedback) pairs as the prompt shows them, each closed by ``ask``."""
+    return "".join(f"\n\n## Your attempt {i}\n```python\n{code}\n```\nResult of running it: {fb}\n{ask}"
+                   for i, (code, fb) in enumerate(attempts or [], start=1))
 
 
 def messages(task: Task, attempts: list[tuple[str, str]] | None = None) -> list[dict]:
