@@ -59,11 +59,12 @@ PROFILES: dict[str, Profile] = {
         "seconds to a couple of minutes: the tiny random model on the smoke suite (used by the tests)"),
     "quick": Profile(
         "smollm2-135m", "quick", ("uniform", "cosmocore"), 2, 3,
-        # measured on 2 cores: a 20-step warm start of the top 8 blocks (~1 min, shared by the
-        # arms of a seed), then ~65 s per cycle (day ~25 s, night ~20 s, greedy eval ~20 s)
-        {"warmup_sft": 20, "sft_batch": 2, "sft_lr": 3e-4, "train_layers": 8, "lr": 1e-4,
-         "episodes_per_cycle": 6, "turns": 1, "minibatch": 4, "nocturnal_steps": 2, "max_new_tokens": 192,
-         "eval_turns": 1},
+        # 2 cores: a 10-step warm start (4 pairs each) of the top 8 blocks, shared by the arms of a
+        # seed; then per cycle 6 day episodes, 3 PPO steps whose replayed train failures are also
+        # shown their reference fix (correction_coef), the fix's tokens weighted 5x (fix_weight)
+        {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 1e-4,
+         "episodes_per_cycle": 6, "turns": 1, "minibatch": 4, "nocturnal_steps": 3, "max_new_tokens": 192,
+         "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0},
         "the default model on the CPU: a first answer in under 20 minutes on a 2-core laptop"),
     "paper": Profile(
         "smollm2-135m", "standard", ARMS, 5, 60,

@@ -18,6 +18,7 @@ entropy maths are TRL's (see ``cosmocore.policy``).
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -71,6 +72,9 @@ class TrainConfig:
     kl_beta: float = option(0.01, "KL-to-reference coefficient (k3 estimator)")
     correction_coef: float = option(0.0, "weight of the corrective term: the NLL of the train task's reference "
                                     "fix after each replayed failure's prompt (0 = pure PPO, as in the paper)")
+    fix_weight: float = option(1.0, "loss weight of the reference tokens that differ from the buggy code (the fix itself) "
+                               "against 1 for the tokens a copy of the buggy code gets right, in the warm start and the "
+                               "corrective term (1 = plain NLL, where the copy dominates the loss)")
     nocturnal_steps: int = option(4, "optimizer steps per nocturnal phase")
     minibatch: int = option(8, "episodes per nocturnal minibatch")
     max_grad_norm: float = option(1.0, "gradient clipping")
@@ -486,22 +490,45 @@ class Trainer:
         if not self.cfg.correction_coef:
             return None
         train = {t.id: t for t in self.train_tasks}
-        pairs = [(r["prompt_ids"], self._reference_ids(train[r["task_id"]]))
-                 for r in rows if r["reward"] < 1.0 and r["task_id"] in train]
-        if not pairs:
+        failed = [r for r in rows if r["reward"] < 1.0 and r["task_id"] in train]
+        if not failed:
             return None
+        return self._nll([r["prompt_ids"] for r in failed], [train[r["task_id"]] for r in failed])
+
+    def _nll(self, prompt_ids: list[list[int]], tasks: list[Task]) -> torch.Tensor:
+        """Weighted token-mean NLL (at temperature 1) of each task's reference after its prompt,
+        the fix's tokens weighted ``fix_weight`` (see ``_fix_mask``)."""
         temperature, self.policy.temperature = self.policy.temperature, 1.0
         try:
-            logp, _, mask, _ = self.policy.sequence_logprobs([p for p, _ in pairs], [c for _, c in pairs])
+            logp, _, mask, _ = self.policy.sequence_logprobs(prompt_ids, [self._reference_ids(t) for t in tasks])
         finally:
             self.policy.temperature = temperature
-        return -(logp * mask).sum() / mask.sum()
+        weights = mask.clone()
+        for i, t in enumerate(tasks):
+            fix = torch.tensor(self._fix_mask(t), dtype=weights.dtype, device=weights.device)
+            weights[i, : len(fix)] += (self.cfg.fix_weight - 1.0) * fix
+        return -(logp * weights).sum() / weights.sum()
 
     # ------------------------------------------------------------------ warm start
     def _reference_ids(self, task: Task) -> list[int]:
         """The completion a perfect answer would be: the reference in a code block, then EOS."""
         eos = self.policy.eos_token_ids[:1]
         return self.policy.tokenizer(f"```python\n{task.reference_code}```", add_special_tokens=False)["input_ids"] + eos
+
+    def _fix_mask(self, task: Task) -> list[int]:
+        """1 on the reference completion's tokens a copy of the buggy code would get wrong: those
+        replaced or inserted by the fix, and the token after a deletion. Hand-written over
+        difflib: the loss needs token positions, which no diff library reports for us."""
+        ref = self._reference_ids(task)
+        buggy = self.policy.tokenizer(f"```python\n{task.buggy_code}```", add_special_tokens=False)["input_ids"]
+        buggy += self.policy.eos_token_ids[:1]  # a copy ends as the reference does
+        out = [0] * len(ref)
+        for tag, _, _, j1, j2 in difflib.SequenceMatcher(None, buggy, ref, autojunk=False).get_opcodes():
+            if tag in ("replace", "insert"):
+                out[j1:j2] = [1] * (j2 - j1)
+            elif tag == "delete" and j1 < len(ref):
+                out[j1] = 1
+        return out
 
     def _sft_pairs(self) -> list[tuple[list[int], list[int]]]:
         return [(self.policy.encode_chat(messages(t)), self._reference_ids(t)) for t in self.train_tasks]
@@ -515,24 +542,19 @@ class Trainer:
         cfg = self.cfg
         started = time.monotonic()
         opt = torch.optim.Adam([p for p in self.policy.model.parameters() if p.requires_grad], lr=cfg.sft_lr)
-        pairs = self._sft_pairs()
+        pairs = list(zip(self._sft_pairs(), self.train_tasks))
         rng = random.Random(f"{cfg.seed}/warmup")
-        temperature, self.policy.temperature = self.policy.temperature, 1.0
         losses = []
-        try:
-            self.policy.model.train()
-            for step in range(cfg.warmup_sft):
-                batch = [pairs[rng.randrange(len(pairs))] for _ in range(cfg.sft_batch)]
-                logp, _, mask, _ = self.policy.sequence_logprobs([b[0] for b in batch], [b[1] for b in batch])
-                loss = -(logp * mask).sum() / mask.sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), cfg.max_grad_norm)
-                opt.step()
-                losses.append(loss.item())
-                self.progress("warm-up", step + 1, cfg.warmup_sft)
-        finally:
-            self.policy.temperature = temperature
+        self.policy.model.train()
+        for step in range(cfg.warmup_sft):
+            batch = [pairs[rng.randrange(len(pairs))] for _ in range(cfg.sft_batch)]
+            loss = self._nll([pair[0] for pair, _ in batch], [task for _, task in batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            losses.append(loss.item())
+            self.progress("warm-up", step + 1, cfg.warmup_sft)
         self.warmed_up = True
         return {"sft_loss_first": losses[0], "sft_loss_last": losses[-1], "sft_steps": len(losses),
                 "warmup_s": time.monotonic() - started}
@@ -546,7 +568,7 @@ class Trainer:
         ident = {"v": 1, "model": cfg.model, "lora": self.policy.is_lora, "device": self.device.type,
                  "dtype": str(next(self.policy.model.parameters()).dtype), "trainable": trainable, "pairs": pairs,
                  "seed": cfg.seed, "steps": cfg.warmup_sft, "batch": cfg.sft_batch, "lr": cfg.sft_lr,
-                 "max_grad_norm": cfg.max_grad_norm}
+                 **({"fix_weight": cfg.fix_weight} if cfg.fix_weight != 1.0 else {}), "max_grad_norm": cfg.max_grad_norm}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
     def warmup_cached(self) -> dict:

@@ -12,6 +12,7 @@ import torch
 
 from cosmocore.store import Store
 from cosmocore.trainer import ARMS, TrainConfig, Trainer, buffer_config
+from miniworld.task import messages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,6 +167,32 @@ def test_corrective_term_teaches_the_fix_of_replayed_failures(tmp_path, sandbox,
     plain = Trainer(_cfg(tmp_path / "plain", cycles=1), sandbox=sandbox)
     assert "correction_nll" not in plain.night(plain.day())
     plain.close()
+
+
+def test_fix_weight_marks_exactly_the_fix_tokens(tmp_path, sandbox, smoke_tasks) -> None:
+    """The fix mask covers the reference tokens a copy of the buggy code gets wrong (and only
+    those), and ``fix_weight`` raises their share of the loss: weight 1 is the plain NLL."""
+    trainer = Trainer(_cfg(tmp_path, cycles=1), sandbox=sandbox)
+    task = trainer.train_tasks[0]
+    ref = trainer._reference_ids(task)
+    mask = trainer._fix_mask(task)
+    assert len(mask) == len(ref) and 0 < sum(mask) < len(ref) / 4
+    fixed = trainer.policy.tokenizer.decode([t for t, m in zip(ref, mask) if m])
+    buggy_lines = set(task.buggy_code.splitlines())
+    fixed_lines = [line for line in task.reference_code.splitlines() if line not in buggy_lines]
+    assert fixed_lines and fixed.strip() and all(part in "".join(fixed_lines) for part in fixed.split())
+    prompt = [trainer.policy.encode_chat(messages(task))]
+    trainer.policy.model.eval()
+    trainer.policy.temperature = 1.0  # what _nll scores at
+    with torch.no_grad():
+        plain = trainer._nll(prompt, [task]).item()
+        logp, _, tok_mask, _ = trainer.policy.sequence_logprobs(prompt, [ref])
+        trainer.cfg.fix_weight = 10.0
+        weighted = trainer._nll(prompt, [task]).item()
+    fix = torch.tensor(mask, dtype=torch.float32)
+    expected = -(logp[0, : len(ref)] * (1 + 9 * fix)).sum() / (1 + 9 * fix).sum()
+    assert weighted == pytest.approx(expected.item(), rel=1e-4) and weighted != pytest.approx(plain)
+    trainer.close()
 
 
 def test_same_seed_same_run(tmp_path, sandbox, smoke_tasks) -> None:
