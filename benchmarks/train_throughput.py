@@ -15,6 +15,10 @@ What each side measures (one optimizer update on one minibatch of ``--batch`` ep
   train-mode ``policy.sequence_logprobs`` forward, a reference forward (no grad), the clipped-PG
   + value + entropy + k3-KL loss against the stored behaviour log-probs, backward, gradient
   clipping and an Adam step: exactly one step of ``Trainer.night``.
+* **nocturnal under bf16 autocast** (``nocturnal_bf16_tokens_per_s``, ``bf16_autocast_speedup`` =
+  its time against the plain nocturnal update's): the same update with the forward under
+  ``torch.autocast(bfloat16)``, as ``TrainConfig.bf16_autocast`` runs it (``native_bf16`` says
+  whether this CPU/GPU has bf16 matmuls; elsewhere autocast emulates them).
 * **TRL** (``trl_tokens_per_s``): a ``trl.GRPOTrainer`` (TRL's defaults except: ``beta`` 0.01,
   ``temperature``, ``learning_rate``, ``entropy_coef`` and ``max_completion_length`` set to ours,
   ``gradient_checkpointing`` off as on our side) loaded from the same weights (saved to a temp
@@ -58,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from cosmocore.policy import Policy  # noqa: E402
-from cosmocore.trainer import TrainConfig, Trainer, ValueHead  # noqa: E402
+from cosmocore.trainer import TrainConfig, Trainer, ValueHead, native_bf16  # noqa: E402
 from miniworld import catalog  # noqa: E402
 from miniworld.task import messages  # noqa: E402
 
@@ -97,13 +101,14 @@ def make_rows(gens, completion_tokens: int, seed: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- our side
-def nocturnal_trainer(policy: Policy, cfg: TrainConfig) -> Trainer:
+def nocturnal_trainer(policy: Policy, cfg: TrainConfig, bf16: bool = False) -> Trainer:
     """A ``Trainer`` with only what ``_loss`` and ``_step`` read, built as ``__init__`` builds it
     (no store, sandbox, buffer or tagger: those are not touched by one update)."""
     trainer = Trainer.__new__(Trainer)
     trainer.cfg = cfg
     trainer.policy = policy
     trainer.device = policy.device
+    trainer.bf16 = bf16
     trainer.value_head = ValueHead(policy.hidden_size).to(policy.device)
     params = [p for p in policy.model.parameters() if p.requires_grad] + list(trainer.value_head.parameters())
     trainer.optimizer = torch.optim.Adam(params, lr=cfg.lr)
@@ -114,7 +119,8 @@ def nocturnal_trainer(policy: Policy, cfg: TrainConfig) -> Trainer:
 def nocturnal_update(trainer: Trainer, rows: list[dict]) -> None:
     """One nocturnal optimizer step exactly as ``Trainer.night`` runs it (advantages from the
     same forward's value head, PER weights of 1)."""
-    loss, _, _ = trainer._loss(rows, None, torch.ones(len(rows)))
+    with trainer._autocast():  # bf16 autocast of the forward when the trainer has it on
+        loss, _, _ = trainer._loss(rows, None, torch.ones(len(rows)))
     trainer._step(loss)
 
 
@@ -256,8 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
         with contextlib.redirect_stdout(io.StringIO()):
             trl_side = TRLUpdate(policy, rows, cfg, workdir)
         ours = nocturnal_trainer(policy, cfg)
+        ours_bf16 = nocturnal_trainer(policy, cfg, bf16=True)
         paths = {
             "nocturnal": lambda: nocturnal_update(ours, rows),
+            "nocturnal_bf16": lambda: nocturnal_update(ours_bf16, rows),
             "trl": trl_side.update,
         }
         times: dict[str, list[float]] = {k: [] for k in paths}
@@ -282,6 +290,9 @@ def main(argv: list[str] | None = None) -> dict:
         "nocturnal_tokens_per_s": completion_tokens / med["nocturnal"],
         "trl_tokens_per_s": completion_tokens / med["trl"],
         "ratio": med["trl"] / med["nocturnal"],
+        "nocturnal_bf16_tokens_per_s": completion_tokens / med["nocturnal_bf16"],
+        "bf16_autocast_speedup": med["nocturnal"] / med["nocturnal_bf16"],
+        "native_bf16": native_bf16(device),
         "generation_tokens_per_s": statistics.median(gen_tokens) / gen_med,
         "nocturnal_total_tokens_per_s": total / med["nocturnal"],
         "trl_total_tokens_per_s": total / med["trl"],
@@ -313,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "_prepare_inputs bypassed, no generation) + clip_grad_norm_ + optimizer.step + zero_grad, on "
                        "the GRPO inputs dict (prompt_ids/mask, completion_ids/mask, advantages, num_items_in_batch, "
                        "old_per_token_logps = stored behaviour log-probs, ref_per_token_logps)",
+        "nocturnal_bf16_measure": "the nocturnal update with its forward under torch.autocast(bfloat16) "
+                                  "(TrainConfig.bf16_autocast; backward outside it), same weights and batch",
         "tokens_counted": "completion tokens scored by the update per second (*_total_*: prompt + completion)",
         "generation_measure": "policy.generate, sampling at T=0.9, max_new_tokens per row, the whole batch at once; "
                               "tokens = completion tokens produced",

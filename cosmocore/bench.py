@@ -60,12 +60,15 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "smollm2-135m", "quick", ("uniform", "cosmocore"), 2, 3,
         # 2 cores: a 10-step warm start (4 pairs each) of the top 8 blocks, shared by the arms of a
-        # seed; then per cycle 6 day episodes, 3 PPO steps whose replayed train failures are also
-        # shown their reference fix (correction_coef), the fix's tokens weighted 5x (fix_weight)
+        # seed (and so is cycle 0's evaluation); then per cycle 6 day episodes and a night of 2 PPO
+        # steps plus 4 corrective-only steps: the replayed train failures are shown their reference
+        # fix (correction_coef), the fix's tokens weighted 5x (fix_weight). Training passes run
+        # under bf16 autocast where the CPU has native bf16 (generation stays float32).
         {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 1e-4,
-         "episodes_per_cycle": 6, "turns": 1, "minibatch": 4, "nocturnal_steps": 3, "max_new_tokens": 192,
-         "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0},
-        "the default model on the CPU: a first answer in under 20 minutes on a 2-core laptop"),
+         "episodes_per_cycle": 6, "turns": 1, "minibatch": 4, "nocturnal_steps": 2, "correction_steps": 4,
+         "max_new_tokens": 192, "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None},
+        "the default model on the CPU, 2 arms x 2 seeds x 3 cycles: the goal is under 20 minutes on a 2-core "
+        "laptop (measured 28 min on a slow 2-core VM, README)"),
     "paper": Profile(
         "smollm2-135m", "standard", ARMS, 5, 60,
         {"episodes_per_cycle": 32, "max_new_tokens": 384, "nocturnal_steps": 8, "minibatch": 16, "warmup_sft": 100,

@@ -699,13 +699,26 @@ class Policy:
 
             weights = get_peft_model_state_dict(self.model, save_embedding_layers=False)
         else:
-            weights = self.model.state_dict()
+            weights = self.trained_only(self.model.state_dict())
         return {
             "format": _CHECKPOINT_FORMAT,
             "name": self.name,
             "lora": self.is_lora,
+            "partial": not self.is_lora and len(weights) < len(self.model.state_dict()),
             "weights": {k: v.detach().to("cpu", copy=True) for k, v in weights.items()},
         }
+
+    def trainable_names(self) -> set[str]:
+        """Names of the parameters that train (all but those ``train_top_layers`` froze)."""
+        return {n for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def trained_only(self, state: dict) -> dict:
+        """``state`` (a state dict of this model or its reference copy) without the frozen
+        blocks when some are frozen: those stay as loaded, so a checkpoint need not hold them."""
+        trainable = self.trainable_names()
+        if len(trainable) == sum(1 for _ in self.model.parameters()):
+            return state
+        return {k: v for k, v in state.items() if k in trainable}
 
     def load_state_dict_from_checkpoint(self, state: dict) -> None:
         """Restore ``state_dict_for_checkpoint`` output. Materialises the reference first (see
@@ -721,5 +734,9 @@ class Policy:
             unexpected = getattr(result, "unexpected_keys", [])
             if unexpected:
                 raise PolicyError(f"checkpoint adapter does not fit policy {self.name!r}: {unexpected[:3]}")
+        elif state.get("partial"):  # only the trained blocks were saved: the rest is as loaded
+            result = self.model.load_state_dict(state["weights"], strict=False)
+            if result.unexpected_keys or set(state["weights"]) - self.trainable_names():
+                raise PolicyError(f"checkpoint trained blocks do not fit policy {self.name!r} (other --train-layers?)")
         else:
             self.model.load_state_dict(state["weights"])

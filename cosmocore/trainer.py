@@ -18,6 +18,7 @@ entropy maths are TRL's (see ``cosmocore.policy``).
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -34,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from cosmocore.buffer import BIN_NAMES, SOURCE_DREAM, ReplayBuffer
+from cosmocore.buffer import BIN_NAMES, SOURCE_DREAM, Batch, ReplayBuffer
 from cosmocore.config import BufferConfig, TaggerConfig, option
 from cosmocore.store import Store
 from cosmocore.tagger import AffectiveTagger, ArousalNormaliser, Execution, Featurizer, roc_auc, valence_target
@@ -76,6 +77,9 @@ class TrainConfig:
                                "against 1 for the tokens a copy of the buggy code gets right, in the warm start and the "
                                "corrective term (1 = plain NLL, where the copy dominates the loss)")
     nocturnal_steps: int = option(4, "optimizer steps per nocturnal phase")
+    correction_steps: int = option(0, "extra night steps on the corrective term alone (needs correction_coef > 0), "
+                                   "each over the failures of a fresh minibatch drawn by the arm's sampler: no PPO "
+                                   "forward, so ~40% of a PPO step's cost for the same number of fixes shown")
     minibatch: int = option(8, "episodes per nocturnal minibatch")
     max_grad_norm: float = option(1.0, "gradient clipping")
     eval_tasks: int = option(0, "held-out tasks evaluated per cycle (0 = all)")
@@ -91,6 +95,10 @@ class TrainConfig:
                                       "settings), so the arms of one seed share one warm start")
     train_layers: int = option(0, "train only the top K transformer blocks (0 = all): backward stops there, "
                                "~2-3x faster steps on a CPU")
+    bf16_autocast: bool | None = option(False, "bf16 autocast of the training-side passes (warm start, night, value "
+                                        "and tagger features) of a float32 model; None = where the CPU has native "
+                                        "bf16 (avx512_bf16/amx). Generation stays float32: SmolLM2-135M decoding "
+                                        "under bf16 broke 4 of 6 answers into syntax errors")
     workers: int = option(2, "sandbox workers")
     timeout_s: float = option(30.0, "wall-clock limit per candidate")
     device: str | None = option(None, "cpu, cuda, cuda:N (default: cuda when present)")
@@ -117,6 +125,18 @@ def buffer_config(arm: str) -> BufferConfig:
     if arm == "no_pruning":
         return BufferConfig(**{**asdict(base), "prune_valence": 0.0, "prune_arousal": 0.0})
     return base
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively here: a CUDA GPU that supports them, or a Linux CPU
+    whose flags list avx512_bf16 or amx_bf16 (elsewhere autocast would emulate them, slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class ValueHead(torch.nn.Module):
@@ -171,6 +191,8 @@ class Trainer:
         if cfg.train_layers:
             self.policy.train_top_layers(cfg.train_layers)
         self.value_head = ValueHead(self.policy.hidden_size).to(self.device)
+        float32 = next(self.policy.model.parameters()).dtype == torch.float32
+        self.bf16 = float32 and (native_bf16(self.device) if cfg.bf16_autocast is None else bool(cfg.bf16_autocast))
         params = [p for p in self.policy.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
         self.reference: torch.nn.Module | None = None  # set after the warm start (see train)
@@ -182,6 +204,8 @@ class Trainer:
         self.arousal = ArousalNormaliser(self.tagger_cfg)
         self.buffer = ReplayBuffer(buffer_config(cfg.arm), seed=cfg.seed)
         self.features: dict[str, torch.Tensor] = {}  # episode_id -> tagger feature (this process)
+        self._ref_ids: dict[str, list[int]] = {}  # task id -> reference completion ids (see _reference_ids)
+        self._fix_masks: dict[str, list[int]] = {}  # task id -> fix mask (see _fix_mask)
         self.cycle = 0
         self.history: list[dict] = []
         self._owns_sandbox = sandbox is None
@@ -192,6 +216,10 @@ class Trainer:
         self.eval_tasks = [t for t in self.tasks if t.split == "eval"]
         if not self.train_tasks or not self.eval_tasks:
             raise ValueError(f"suite {cfg.suite!r} needs both train and eval tasks")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast of a training-side forward (``bf16_autocast``); backward runs outside it."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ day phase
     def _attempts(self, tasks: list[Task], histories: list[list[tuple[str, str]]], turn: int, greedy: bool) -> list[Attempt]:
@@ -220,10 +248,11 @@ class Trainer:
     @torch.no_grad()
     def _values_and_features(self, attempts: list[Attempt]) -> tuple[np.ndarray, torch.Tensor]:
         self.policy.model.eval()
-        _, _, _, pooled = self.policy.sequence_logprobs([a.generation.prompt_ids for a in attempts],
-                                                        [a.generation.completion_ids for a in attempts])
-        values = self.value_head(pooled).float().cpu().numpy()
-        code_pooled = self.policy.pooled_hidden([a.generation.code for a in attempts])
+        with self._autocast():
+            _, _, _, pooled = self.policy.sequence_logprobs([a.generation.prompt_ids for a in attempts],
+                                                            [a.generation.completion_ids for a in attempts])
+            values = self.value_head(pooled).float().cpu().numpy()
+            code_pooled = self.policy.pooled_hidden([a.generation.code for a in attempts])
         execution = Execution([a.result.outcome for a in attempts], [a.result.reward for a in attempts],
                               [a.result.checks_passed for a in attempts], [a.result.checks_total for a in attempts])
         feats = self.featurizer(pooled.float().cpu(), code_pooled.float().cpu(), execution)
@@ -309,7 +338,11 @@ class Trainer:
         w = weights.to(logp.device)
         pg_loss = (w * per_seq(pg)).mean()
         delta = (ref_logp - logp) * mask  # masked first: padding must not overflow exp()
-        kl = per_seq(torch.exp(delta) - delta - 1.0).mean()  # k3 estimator, always >= 0
+        # k3 estimator (always >= 0), importance-weighted like the PG term: replayed tokens were
+        # sampled by an older policy, and unweighted, exp(delta) on a token the policy has since
+        # pushed far down explodes (kl_ref 38.8 by cycle 3 of a quick run, its gradient then
+        # filling the clipped norm); weighted, a token's pull is bounded by ref / behaviour.
+        kl = per_seq(ratio.detach() * (torch.exp(delta) - delta - 1.0)).mean()
         v_loss = (w * (values - returns) ** 2).mean()
         entropy = per_seq(ent).mean()
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy + cfg.kl_beta * kl
@@ -328,6 +361,12 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm)
         self.optimizer.step()
 
+    def _draw(self, n: int) -> Batch:
+        """A nocturnal minibatch from the arm's sampler (80% Dream Queue + 20% uniform for CosmoCore)."""
+        if self.cfg.arm in ("cosmocore", "no_pruning"):
+            return self.buffer.sample_nocturnal(n)
+        return self.buffer.sample(n)
+
     def _episodes(self, ids: list[str]) -> list[dict]:
         table = self.store.read_episodes(episode_ids=list(dict.fromkeys(ids)),
                                          columns=["episode_id", "task_id", "prompt_ids", "completion_ids",
@@ -344,11 +383,11 @@ class Trainer:
         started, tokens = time.monotonic(), 0
         for step in range(cfg.nocturnal_steps):
             # ALGO LOGIC: the arm's sampler (80% Dream Queue + 20% uniform for CosmoCore)
-            batch = self.buffer.sample_nocturnal(cfg.minibatch) if cfg.arm in ("cosmocore", "no_pruning") \
-                else self.buffer.sample(cfg.minibatch)
+            batch = self._draw(cfg.minibatch)
             rows = self._episodes(batch.episode_ids)
-            loss, s, new_td = self._loss(rows, None, torch.as_tensor(batch.weights, dtype=torch.float32))
-            correction = self._correction(rows)
+            with self._autocast():
+                loss, s, new_td = self._loss(rows, None, torch.as_tensor(batch.weights, dtype=torch.float32))
+                correction = self._correction(rows)
             if correction is not None:
                 loss = loss + cfg.correction_coef * correction
                 s["correction_nll"] = correction.item()
@@ -359,7 +398,16 @@ class Trainer:
             dream_share.append(float(np.mean(batch.source == SOURCE_DREAM)))
             shortfall += batch.dream_shortfall
             stats.append(s)
-            self.progress("night", step + 1, cfg.nocturnal_steps)
+            self.progress("night", step + 1, cfg.nocturnal_steps + (cfg.correction_steps if cfg.correction_coef else 0))
+        for step in range(cfg.correction_steps if cfg.correction_coef else 0):
+            # the same sampler picks which failures are shown their fix again (no TDs: no new priorities)
+            rows = self._episodes(self._draw(cfg.minibatch).episode_ids)
+            with self._autocast():
+                correction = self._correction(rows)
+            if correction is not None:
+                self._step(cfg.correction_coef * correction)
+                stats.append({"correction_nll": correction.item()})
+            self.progress("night", cfg.nocturnal_steps + step + 1, cfg.nocturnal_steps + cfg.correction_steps)
         pruned = self.buffer.prune() if cfg.arm in ("cosmocore", "no_prioritization") else []
         strength = self.buffer.tune_pruning(day_stats["confidence_variance"]) if cfg.arm in ("cosmocore", "no_prioritization") else None
         self._fit_tagger()
@@ -397,8 +445,9 @@ class Trainer:
             adv[i] = rets[i] - base
         stats = []
         for start in range(0, len(rows), cfg.minibatch):
-            loss, s, _ = self._loss(rows[start:start + cfg.minibatch], adv[start:start + cfg.minibatch],
-                                    torch.ones(len(rows[start:start + cfg.minibatch])))
+            with self._autocast():
+                loss, s, _ = self._loss(rows[start:start + cfg.minibatch], adv[start:start + cfg.minibatch],
+                                        torch.ones(len(rows[start:start + cfg.minibatch])))
             self._step(loss)
             stats.append(s)
         self._fit_tagger()
@@ -417,18 +466,41 @@ class Trainer:
     def evaluate(self) -> dict:
         cfg = self.cfg
         tasks = self.eval_tasks if not cfg.eval_tasks else self.eval_tasks[: cfg.eval_tasks]
-        attempts = self.rollout(tasks, cfg.eval_turns, greedy=True, phase="eval")
-        rows = [{"eval_id": f"{cfg.run_id}-c{self.cycle}-{a.task.id}-t{a.turn}", "run_id": cfg.run_id, "arm": cfg.arm,
-                 "seed": cfg.seed, "cycle": self.cycle, "split": "eval", "task_id": a.task.id, "family": a.task.family,
-                 "bug_class": a.task.bug_class, "turn": a.turn, "outcome": a.result.outcome,
-                 "checks_passed": a.result.checks_passed, "checks_total": a.result.checks_total, "reward": a.result.reward,
-                 "entropy": float(np.mean(a.generation.entropy)) if a.generation.entropy else 0.0,
-                 "model_version": f"{cfg.run_id}@c{self.cycle}"} for a in attempts]
+        shared = self._shared_eval_path(tasks) if self.cycle == 0 else None
+        cached = shared is not None and shared.exists()
+        if cached:
+            results = json.loads(shared.read_text())
+        else:
+            attempts = self.rollout(tasks, cfg.eval_turns, greedy=True, phase="eval")
+            results = [{"task_id": a.task.id, "family": a.task.family, "bug_class": a.task.bug_class, "turn": a.turn,
+                        "outcome": a.result.outcome, "checks_passed": a.result.checks_passed,
+                        "checks_total": a.result.checks_total, "reward": a.result.reward,
+                        "entropy": float(np.mean(a.generation.entropy)) if a.generation.entropy else 0.0}
+                       for a in attempts]
+            if shared is not None:
+                _write_atomically(shared, json.dumps(results))
+        rows = [{"eval_id": f"{cfg.run_id}-c{self.cycle}-{r['task_id']}-t{r['turn']}", "run_id": cfg.run_id,
+                 "arm": cfg.arm, "seed": cfg.seed, "cycle": self.cycle, "split": "eval", **r,
+                 "model_version": f"{cfg.run_id}@c{self.cycle}"} for r in results]
         self.store.append_evaluations(rows)
-        first = [a for a in attempts if a.turn == 1]
-        return {"eval_hallucination_rate": float(np.mean([a.result.outcome != "correct" for a in first])),
-                "eval_reward": float(np.mean([a.result.reward for a in first])),
-                "eval_outcomes": {o: sum(a.result.outcome == o for a in first) for o in sorted({a.result.outcome for a in first})}}
+        first = [r for r in results if r["turn"] == 1]
+        return {"eval_hallucination_rate": float(np.mean([r["outcome"] != "correct" for r in first])),
+                "eval_reward": float(np.mean([r["reward"] for r in first])),
+                "eval_outcomes": {o: sum(r["outcome"] == o for r in first) for o in sorted({r["outcome"] for r in first})},
+                **({"eval_cached": True} if cached else {})}
+
+    def _shared_eval_path(self, tasks: list[Task]) -> Path | None:
+        """Where cycle 0's evaluation is kept beside the warm start it measures (``warmup_cache``):
+        every arm of a seed starts from the same weights and evaluates greedily, so the arms
+        after the first read that evaluation instead of decoding it again."""
+        if not self.cfg.warmup_cache:
+            return None
+        cfg = self.cfg
+        ident = {"warmup": self._warmup_key(), "warmed_up": self.warmed_up, "turns": cfg.eval_turns,
+                 "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "timeout_s": cfg.timeout_s,
+                 "tasks": [[t.id, t.buggy_code] for t in tasks]}
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+        return Path(cfg.warmup_cache) / f"eval0-{key}.json"
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> Path:
@@ -440,7 +512,7 @@ class Trainer:
                     "value_head": self.value_head.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "tagger": self.tagger.state_dict(), "tagger_fitted": self.tagger_fitted,
                     "warmed_up": self.warmed_up,
-                    "reference": self.reference.state_dict() if self.warmed_up and not self.policy.is_lora else None,
+                    "reference": self._reference_state() if self.warmed_up and not self.policy.is_lora else None,
                     "arousal": self.arousal.state_dict(), "features": self.features, "history": self.history,
                     "rng": {"python": self.rng.getstate(), "global_python": random.getstate(),
                             "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
@@ -448,6 +520,10 @@ class Trainer:
                     "table_versions": self.store.versions()}, tmp)
         os.replace(tmp, path)
         return path
+
+    def _reference_state(self) -> dict:
+        """The KL anchor's weights; only its trained blocks when the rest is frozen (as loaded)."""
+        return self.policy.trained_only(self.reference.state_dict())
 
     def resume(self) -> bool:
         path = self.out / "checkpoint.pt"
@@ -458,7 +534,7 @@ class Trainer:
         self.policy.load_state_dict_from_checkpoint(state["policy"])
         self.reference = self.policy.reference_model()
         if state.get("reference") is not None:  # the KL anchor is the warmed-up policy
-            self.reference.load_state_dict(state["reference"])
+            self.reference.load_state_dict(state["reference"], strict=not state["policy"].get("partial"))
         self.warmed_up = state.get("warmed_up", False)
         self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -504,21 +580,29 @@ class Trainer:
         finally:
             self.policy.temperature = temperature
         weights = mask.clone()
-        for i, t in enumerate(tasks):
-            fix = torch.tensor(self._fix_mask(t), dtype=weights.dtype, device=weights.device)
-            weights[i, : len(fix)] += (self.cfg.fix_weight - 1.0) * fix
+        if self.cfg.fix_weight != 1.0:
+            for i, t in enumerate(tasks):
+                fix = torch.tensor(self._fix_mask(t), dtype=weights.dtype, device=weights.device)
+                weights[i, : len(fix)] += (self.cfg.fix_weight - 1.0) * fix
         return -(logp * weights).sum() / weights.sum()
 
     # ------------------------------------------------------------------ warm start
     def _reference_ids(self, task: Task) -> list[int]:
-        """The completion a perfect answer would be: the reference in a code block, then EOS."""
-        eos = self.policy.eos_token_ids[:1]
-        return self.policy.tokenizer(f"```python\n{task.reference_code}```", add_special_tokens=False)["input_ids"] + eos
+        """The completion a perfect answer would be: the reference in a code block, then EOS
+        (memoised per task: the warm start and every night ask again)."""
+        if task.id not in self._ref_ids:
+            eos = self.policy.eos_token_ids[:1]
+            code = f"```python\n{task.reference_code}```"
+            self._ref_ids[task.id] = self.policy.tokenizer(code, add_special_tokens=False)["input_ids"] + eos
+        return self._ref_ids[task.id]
 
     def _fix_mask(self, task: Task) -> list[int]:
         """1 on the reference completion's tokens a copy of the buggy code would get wrong: those
         replaced or inserted by the fix, and the token after a deletion. Hand-written over
-        difflib: the loss needs token positions, which no diff library reports for us."""
+        difflib: the loss needs token positions, which no diff library reports for us. Memoised
+        per task, like the reference ids."""
+        if task.id in self._fix_masks:
+            return self._fix_masks[task.id]
         ref = self._reference_ids(task)
         buggy = self.policy.tokenizer(f"```python\n{task.buggy_code}```", add_special_tokens=False)["input_ids"]
         buggy += self.policy.eos_token_ids[:1]  # a copy ends as the reference does
@@ -528,6 +612,7 @@ class Trainer:
                 out[j1:j2] = [1] * (j2 - j1)
             elif tag == "delete" and j1 < len(ref):
                 out[j1] = 1
+        self._fix_masks[task.id] = out
         return out
 
     def _sft_pairs(self) -> list[tuple[list[int], list[int]]]:
@@ -548,7 +633,8 @@ class Trainer:
         self.policy.model.train()
         for step in range(cfg.warmup_sft):
             batch = [pairs[rng.randrange(len(pairs))] for _ in range(cfg.sft_batch)]
-            loss = self._nll([pair[0] for pair, _ in batch], [task for _, task in batch])
+            with self._autocast():
+                loss = self._nll([pair[0] for pair, _ in batch], [task for _, task in batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), cfg.max_grad_norm)
@@ -568,7 +654,8 @@ class Trainer:
         ident = {"v": 1, "model": cfg.model, "lora": self.policy.is_lora, "device": self.device.type,
                  "dtype": str(next(self.policy.model.parameters()).dtype), "trainable": trainable, "pairs": pairs,
                  "seed": cfg.seed, "steps": cfg.warmup_sft, "batch": cfg.sft_batch, "lr": cfg.sft_lr,
-                 **({"fix_weight": cfg.fix_weight} if cfg.fix_weight != 1.0 else {}), "max_grad_norm": cfg.max_grad_norm}
+                 **({"fix_weight": cfg.fix_weight} if cfg.fix_weight != 1.0 else {}),
+                 **({"bf16_autocast": True} if self.bf16 else {}), "max_grad_norm": cfg.max_grad_norm}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
     def warmup_cached(self) -> dict:
@@ -636,6 +723,14 @@ class Trainer:
     def close(self) -> None:
         if self._owns_sandbox:
             self.sandbox.close()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` so a reader sees the whole file or none (a killed writer leaves no half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _means(stats: list[dict]) -> dict[str, float]:

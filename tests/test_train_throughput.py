@@ -20,11 +20,13 @@ def test_train_throughput_prints_one_json_with_positive_rates(tmp_path) -> None:
     assert len(lines) == 1, proc.stdout[-2000:]  # stdout carries the JSON object and nothing else
     out = json.loads(lines[0])
     for key in ("nocturnal_tokens_per_s", "trl_tokens_per_s", "ratio", "generation_tokens_per_s",
-"nocturnal_total_tokens_per_s", "trl_total_tokens_per_s"):
+"nocturnal_total_tokens_per_s", "trl_total_tokens_per_s", "nocturnal_bf16_tokens_per_s",
+                "bf16_autocast_speedup"):
         assert isinstance(out[key], float) and out[key] > 0, key
     assert out["device"] == "cpu" and out["model"] == "tiny" and out["batch"] == 2
     assert 2 <= out["completion_tokens"] <= 2 * 6 and out["prompt_tokens"] > 0
-    assert out["trl_measure"] and out["nocturnal_measure"]
+    assert out["trl_measure"] and out["nocturnal_measure"] and out["nocturnal_bf16_measure"]
+    assert isinstance(out["native_bf16"], bool)
     assert out["trl_activation_checkpointing"] is False
     assert out["trainable_parameters"] == out["trl_trainable_parameters"]  # same model on both sides
     assert abs(out["ratio"] - out["nocturnal_tokens_per_s"] / out["trl_tokens_per_s"]) < 1e-6 * out["ratio"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -186,7 +187,7 @@ def test_fix_weight_marks_exactly_the_fix_tokens(tmp_path, sandbox, smoke_tasks)
     trainer.policy.temperature = 1.0  # what _nll scores at
     with torch.no_grad():
         plain = trainer._nll(prompt, [task]).item()
-        logp, _, tok_mask, _ = trainer.policy.sequence_logprobs(prompt, [ref])
+        logp = trainer.policy.sequence_logprobs(prompt, [ref])[0]
         trainer.cfg.fix_weight = 10.0
         weighted = trainer._nll(prompt, [task]).item()
     fix = torch.tensor(mask, dtype=torch.float32)
@@ -266,3 +267,97 @@ def test_train_layers_freezes_all_but_the_top_blocks(tmp_path, sandbox, smoke_ta
     trainer.close()
     after = [p for p in model.parameters() if not p.requires_grad]
     assert all(torch.equal(a, b) for a, b in zip(frozen, after))
+
+
+def test_checkpoint_keeps_only_the_trained_blocks_and_resume_restores_them(tmp_path, sandbox, smoke_tasks) -> None:
+    """With --train-layers the frozen blocks are the loaded model's: the checkpoint leaves them
+    out (policy and KL anchor), and a resumed run gets back exactly the trained weights."""
+    kw = dict(train_layers=1, cycles=1, eval_turns=1, warmup_sft=2, sft_batch=2, sft_lr=1e-3)
+    trainer = Trainer(_cfg(tmp_path, **kw), sandbox=sandbox)
+    trainer.train()
+    trainer.close()
+    state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)
+    trainable = trainer.policy.trainable_names()
+    assert state["policy"]["partial"] and set(state["policy"]["weights"]) == trainable
+    assert set(state["reference"]) == trainable
+    resumed = Trainer(_cfg(tmp_path, **kw), sandbox=sandbox)
+    assert resumed.resume()
+    for (name, a), b in zip(trainer.policy.model.named_parameters(), resumed.policy.model.parameters()):
+        assert torch.equal(a, b), name
+    for a, b in zip(trainer.reference.parameters(), resumed.reference.parameters()):
+        assert torch.equal(a, b)
+    resumed.close()
+
+
+def test_cycle0_evaluation_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tasks) -> None:
+    """The arms of a seed start from one warm start, so the second arm reads the first's cycle-0
+    evaluation: rows under its own run id, the same outcomes as evaluating again."""
+    kw = dict(warmup_sft=2, sft_batch=2, sft_lr=1e-3, warmup_cache=str(tmp_path / "warm"), eval_turns=1)
+    results = []
+    for arm, cache in (("cosmocore", True), ("uniform", True), ("uniform", False)):
+        cfg = _cfg(tmp_path / f"{arm}-{cache}", arm=arm, **{**kw, **({} if cache else {"warmup_cache": None})})
+        trainer = Trainer(cfg, sandbox=sandbox)
+        trainer.warmup_cached() if cache else trainer.warmup()
+        record = trainer.evaluate()
+        rows = Store.open(cfg.store).read_evaluations(columns=["run_id", "arm", "task_id", "outcome", "reward"]).to_pylist()
+        assert {r["run_id"] for r in rows} == {cfg.run_id} and {r["arm"] for r in rows} == {arm}
+        results.append((record, sorted((r["task_id"], r["outcome"], r["reward"]) for r in rows)))
+        trainer.close()
+    (first, rows_a), (second, rows_b), (fresh, rows_c) = results
+    assert "eval_cached" not in first and second["eval_cached"] is True and "eval_cached" not in fresh
+    assert rows_a == rows_b == rows_c and len(rows_a) == len([t for t in smoke_tasks if t.split == "eval"])
+    assert first["eval_hallucination_rate"] == second["eval_hallucination_rate"] == fresh["eval_hallucination_rate"]
+
+
+def test_bf16_autocast_trains_and_keys_its_own_warm_start(tmp_path, sandbox, smoke_tasks) -> None:
+    """bf16 autocast of the training passes (a float32 model on the CPU): a cycle runs, the
+    weights move, and warm starts with and without it are cached apart."""
+    kw = dict(cycles=1, eval_turns=1, warmup_sft=1, sft_batch=2, warmup_cache=str(tmp_path / "warm"))
+    on = Trainer(_cfg(tmp_path / "on", bf16_autocast=True, **kw), sandbox=sandbox)
+    off = Trainer(_cfg(tmp_path / "off", **kw), sandbox=sandbox)
+    assert on.bf16 and not off.bf16 and on._warmup_key() != off._warmup_key()
+    before = [p.detach().clone() for p in on.policy.model.parameters() if p.requires_grad]
+    summary = on.train()
+    assert summary["cycles_completed"] == 1 and all(p.dtype == torch.float32 for p in on.policy.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, [p for p in on.policy.model.parameters() if p.requires_grad]))
+    for t in (on, off):
+        t.close()
+
+
+def test_correction_steps_add_corrective_only_steps_to_the_night(tmp_path, sandbox, smoke_tasks) -> None:
+    """correction_steps: after the PPO steps, more optimizer steps on the corrective term alone,
+    over fresh draws of the arm's sampler (the random tiny model fails every task, so each
+    draw holds failures to correct); no priority update comes from them."""
+    trainer = Trainer(_cfg(tmp_path, cycles=1, eval_turns=1, nocturnal_steps=1, correction_coef=1.0,
+                           correction_steps=2), sandbox=sandbox)
+    steps, updates = [], []
+    step, update = trainer._step, trainer.buffer.update_priorities
+    trainer._step = lambda loss: (steps.append(loss.item()), step(loss))
+    trainer.buffer.update_priorities = lambda *a, **k: (updates.append(1), update(*a, **k))
+    summary = trainer.train()
+    trainer.close()
+    assert len(steps) == 3 and len(updates) == 1
+    assert math.isfinite(summary["history"][-1]["correction_nll"])
+
+
+def test_kl_term_is_importance_weighted_on_replayed_tokens(tmp_path, sandbox, smoke_tasks) -> None:
+    """The k3 KL of a replayed episode is weighted by the (capped) ratio to its behaviour policy:
+    the estimate stays that of KL(policy || reference) under off-policy samples, where the plain
+    k3 of a token the policy has since pushed down blows up."""
+    trainer = Trainer(_cfg(tmp_path, cycles=1), sandbox=sandbox)
+    trainer.reference = trainer.policy.reference_model()
+    gen = trainer.policy.generate([messages(trainer.train_tasks[0])], max_new_tokens=16)[0]  # behaviour = reference
+    with torch.no_grad():  # the policy drifts away from the reference, as nights do
+        for p in trainer.policy.model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    rows = [{"prompt_ids": gen.prompt_ids, "completion_ids": gen.completion_ids, "behaviour_logprobs": gen.logprobs,
+             "reward": 0.0}]
+    _, stats, _ = trainer._loss(rows, None, torch.ones(1))
+    trainer.policy.model.eval()
+    logp = trainer.policy.sequence_logprobs([gen.prompt_ids], [gen.completion_ids])[0][0]
+    ref = trainer.policy.reference_logprobs([gen.prompt_ids], [gen.completion_ids])[0]
+    k3 = torch.exp(ref - logp) - (ref - logp) - 1
+    weight = torch.exp(logp - torch.tensor(gen.logprobs)).clamp(max=trainer.cfg.ratio_cap)
+    assert stats["kl_ref"] == pytest.approx((weight * k3).mean().item(), rel=1e-3)
+    assert stats["kl_ref"] != pytest.approx(k3.mean().item(), rel=1e-2)
+    trainer.close()
