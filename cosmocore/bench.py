@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import queue
 import threading
 import time
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from cosmocore import atomic
 from cosmocore.trainer import ARMS, TrainConfig
 
 SCHEMA_VERSION = 1
@@ -214,9 +214,7 @@ def finished(run_dir: Path, run: dict) -> bool:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(payload, indent=2, default=str))
 
 
 # ------------------------------------------------------------------ one (arm, seed) run

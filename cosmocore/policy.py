@@ -698,13 +698,16 @@ class Policy:
             from peft import get_peft_model_state_dict
 
             weights = get_peft_model_state_dict(self.model, save_embedding_layers=False)
+            partial = False
         else:
-            weights = self.trained_only(self.model.state_dict())
+            full = self.model.state_dict()
+            weights = self.trained_only(full)
+            partial = len(weights) < len(full)
         return {
             "format": _CHECKPOINT_FORMAT,
             "name": self.name,
             "lora": self.is_lora,
-            "partial": not self.is_lora and len(weights) < len(self.model.state_dict()),
+            "partial": partial,
             "weights": {k: v.detach().to("cpu", copy=True) for k, v in weights.items()},
         }
 

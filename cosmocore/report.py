@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cosmocore import atomic
 from cosmocore import metrics as M
 
 SCHEMA_VERSION = 1
@@ -447,16 +448,11 @@ def build(run_dir: Path) -> dict:
     report, arm_episodes = compute(run_dir)
     figures = plots.write_all(report, arm_episodes, run_dir / "plots")
     report["plots"] = {k: str(p.relative_to(run_dir)) for k, p in figures.items()}
-    _write(run_dir / "report.json", json.dumps(report, indent=2, allow_nan=False))
-    _write(run_dir / "report.md", report_format.markdown(report))
-    _write(run_dir / "report.html", report_format.html(report, run_dir))
+    atomic.write_text(run_dir / "report.json", json.dumps(report, indent=2, allow_nan=False))
+    atomic.write_text(run_dir / "report.md", report_format.markdown(report))
+    atomic.write_text(run_dir / "report.html", report_format.html(report, run_dir))
     return report
 
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def headline(report: Mapping[str, Any]) -> str:

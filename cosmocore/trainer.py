@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from cosmocore import atomic
 from cosmocore.buffer import BIN_NAMES, SOURCE_DREAM, Batch, ReplayBuffer
 from cosmocore.config import BufferConfig, TaggerConfig, option
 from cosmocore.store import Store
@@ -379,6 +380,7 @@ class Trainer:
         if cfg.arm == "cocos":
             return self._night_cocos()
         stats: list[dict] = []
+        corrective = cfg.correction_steps if cfg.correction_coef else 0
         dream_share, shortfall = [], 0
         started, tokens = time.monotonic(), 0
         for step in range(cfg.nocturnal_steps):
@@ -398,8 +400,8 @@ class Trainer:
             dream_share.append(float(np.mean(batch.source == SOURCE_DREAM)))
             shortfall += batch.dream_shortfall
             stats.append(s)
-            self.progress("night", step + 1, cfg.nocturnal_steps + (cfg.correction_steps if cfg.correction_coef else 0))
-        for step in range(cfg.correction_steps if cfg.correction_coef else 0):
+            self.progress("night", step + 1, cfg.nocturnal_steps + corrective)
+        for step in range(corrective):
             # the same sampler picks which failures are shown their fix again (no TDs: no new priorities)
             rows = self._episodes(self._draw(cfg.minibatch).episode_ids)
             with self._autocast():
@@ -407,7 +409,7 @@ class Trainer:
             if correction is not None:
                 self._step(cfg.correction_coef * correction)
                 stats.append({"correction_nll": correction.item()})
-            self.progress("night", cfg.nocturnal_steps + step + 1, cfg.nocturnal_steps + cfg.correction_steps)
+            self.progress("night", cfg.nocturnal_steps + step + 1, cfg.nocturnal_steps + corrective)
         pruned = self.buffer.prune() if cfg.arm in ("cosmocore", "no_prioritization") else []
         strength = self.buffer.tune_pruning(day_stats["confidence_variance"]) if cfg.arm in ("cosmocore", "no_prioritization") else None
         self._fit_tagger()
@@ -478,7 +480,7 @@ class Trainer:
                         "entropy": float(np.mean(a.generation.entropy)) if a.generation.entropy else 0.0}
                        for a in attempts]
             if shared is not None:
-                _write_atomically(shared, json.dumps(results))
+                atomic.write_text(shared, json.dumps(results))
         rows = [{"eval_id": f"{cfg.run_id}-c{self.cycle}-{r['task_id']}-t{r['turn']}", "run_id": cfg.run_id,
                  "arm": cfg.arm, "seed": cfg.seed, "cycle": self.cycle, "split": "eval", **r,
                  "model_version": f"{cfg.run_id}@c{self.cycle}"} for r in results]
@@ -723,14 +725,6 @@ class Trainer:
     def close(self) -> None:
         if self._owns_sandbox:
             self.sandbox.close()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` so a reader sees the whole file or none (a killed writer leaves no half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _means(stats: list[dict]) -> dict[str, float]:
