@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import queue
 import threading
 import time
@@ -50,6 +51,7 @@ class Profile:
     cycles: int
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
     about: str = ""
+    jobs: int = 1  # parallel (arm, seed) processes unless --jobs says otherwise
 
 
 PROFILES: dict[str, Profile] = {
@@ -62,13 +64,16 @@ PROFILES: dict[str, Profile] = {
         # 2 cores: a 10-step warm start (4 pairs each) of the top 8 blocks, shared by the arms of a
         # seed (and so is cycle 0's evaluation); then per cycle 6 day episodes and a night of 2 PPO
         # steps plus 4 corrective-only steps: the replayed train failures are shown their reference
-        # fix (correction_coef), the fix's tokens weighted 5x (fix_weight). Training passes run
-        # under bf16 autocast where the CPU has native bf16 (generation stays float32).
+        # fix (correction_coef), the fix's tokens weighted 5x (fix_weight), with 2 random train pairs
+        # rehearsed in each corrective-only step (rehearsal_pairs: held-out fixes were forgotten
+        # without). Training passes run under bf16 autocast where the CPU has native bf16
+        # (generation stays float32).
         {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 1e-4,
          "episodes_per_cycle": 6, "turns": 1, "minibatch": 4, "nocturnal_steps": 2, "correction_steps": 4,
+         "rehearsal_pairs": 2,
          "max_new_tokens": 192, "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None},
-        "the default model on the CPU, 2 arms x 2 seeds x 3 cycles: the goal is under 20 minutes on a 2-core "
-        "laptop (measured 28 min on a slow 2-core VM, README)"),
+        "the default model on the CPU, 2 arms x 2 seeds x 3 cycles in 2 parallel jobs: the goal is under 20 "
+        "minutes on a 2-core laptop (README: as measured)", jobs=2),
     "paper": Profile(
         "smollm2-135m", "standard", ARMS, 5, 60,
         {"episodes_per_cycle": 32, "max_new_tokens": 384, "nocturnal_steps": 8, "minibatch": 16, "warmup_sft": 100,
@@ -268,10 +273,14 @@ def _trained(history: list[dict]) -> int:
     return sum("day_reward" in r for r in history)
 
 
-def _child(cfg_json: dict, run: dict, run_dir: str, endpoint: Any, spark_remote: str | None, events: Any) -> dict:
+def _child(cfg_json: dict, run: dict, run_dir: str, endpoint: Any, spark_remote: str | None, events: Any,
+           threads: int) -> dict:
     """Entry point of a spawned bench job: one run, progress sent back on a queue."""
     import logging
 
+    import torch
+
+    torch.set_num_threads(threads)  # jobs x threads = cores: oversubscribed, decoding slows down
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg_json = {k: v for k, v in cfg_json.items() if k != "runs"}
     return run_one(BenchConfig(**cfg_json), run, Path(run_dir), lambda *e: events.put(("progress", *e)),
@@ -280,13 +289,29 @@ def _child(cfg_json: dict, run: dict, run_dir: str, endpoint: Any, spark_remote:
 
 
 # ------------------------------------------------------------------ the bench
-def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, jobs: int = 1,
+def default_jobs(profile: str) -> int:
+    """How many runs a profile trains at once when ``--jobs`` is not given."""
+    return PROFILES[profile].jobs if profile in PROFILES else 1
+
+
+def parallel_order(cfg: BenchConfig, runs: list[dict]) -> list[dict]:
+    """Arm-major: the runs a pool starts together are different seeds, not one seed's arms."""
+    return sorted(runs, key=lambda r: (cfg.arms.index(r["arm"]), r["seed"]))
+
+
+def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, jobs: int | None = None,
               spark_remote: str | None = None, on_record: OnRecord | None = None) -> list[str]:
-    """Every unfinished run of the bench; returns the keys of the runs trained now."""
+    """Every unfinished run of the bench; returns the keys of the runs trained now.
+
+    ``jobs`` (default: the profile's) > 1 trains runs in that many spawned processes, each with
+    its share of the CPU threads, arm-major so the jobs running together are different seeds:
+    each computes its own seed's warm start, and the later arms load them (a job that does reach
+    a seed being warmed up waits on the cache's lock instead of computing it twice)."""
     from miniworld import catalog
     from miniworld.pyexec import open_sandbox
     from miniworld.spark import LocalConnectServer
 
+    jobs = default_jobs(cfg.profile) if jobs is None else jobs
     if jobs < 1:
         raise BenchError(f"--jobs must be >= 1, got {jobs}")
     todo = [r for r in cfg.runs() if not finished(run_dir, r)]
@@ -316,8 +341,9 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, jobs: int = 1
             pump.start()
             try:
                 with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                    futures = [pool.submit(_child, cfg.to_json(), run, str(run_dir), endpoint, spark_remote, events)
-                               for run in todo]
+                    threads = max(1, (os.cpu_count() or 1) // jobs)
+                    futures = [pool.submit(_child, cfg.to_json(), run, str(run_dir), endpoint, spark_remote, events,
+                                           threads) for run in parallel_order(cfg, todo)]
                     for fut in as_completed(futures):
                         fut.result()
             finally:

@@ -430,7 +430,7 @@ def train(
 
 @app.command("bench")
 def bench(
-    profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, 20-30 min on 2 cores), "
+    profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, 20-25 min on 2 cores), "
                                 "paper (all arms x 5 seeds, for a GPU node)"),
     arms: Optional[str] = typer.Option(None, help="comma-separated arms (default: the profile's)"),
     seeds: Optional[int] = typer.Option(None, help="number of seeds, 0..N-1 (default: the profile's)"),
@@ -440,7 +440,8 @@ def bench(
     store: Optional[str] = typer.Option(None, help="Delta store URI (default: OUT/store)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/bench-PROFILE-TIME)"),
     resume: Optional[Path] = typer.Option(None, help="continue the bench in this run directory"),
-    jobs: int = typer.Option(1, help="(arm, seed) runs trained in parallel processes"),
+    jobs: Optional[int] = typer.Option(None, help="(arm, seed) runs trained in parallel processes (default: the "
+                                       "profile's: 2 for quick, else 1)"),
     target: float = typer.Option(0.0, help="eval hallucination rate that counts as zero error"),
     set_: list[str] = typer.Option([], "--set", help="trainer setting KEY=VALUE (repeatable), e.g. --set lr=2e-5"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),

@@ -6,7 +6,8 @@ phase of a cycle is a named method.
 One cycle:
   day      sample train tasks; generate turn 1 (and a self-correction turn 2 with the
            environment's feedback); execute in the sandbox in parallel; value estimates and TD
-           errors; tag valence/arousal; append to the Delta ``episodes`` table; index in the buffer
+           errors; refit the critic on every executed attempt; tag valence/arousal; append to
+           the Delta ``episodes`` table; index in the buffer
   night    minibatches from the buffer (arm-specific sampler); clipped PG loss with the importance
            ratio against the stored behaviour log-probs (large ratios truncated), value loss,
            entropy bonus, k3 KL to the frozen reference policy; new TDs -> priorities; prune; fit
@@ -34,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from cosmocore import atomic
 from cosmocore.buffer import BIN_NAMES, SOURCE_DREAM, Batch, ReplayBuffer
@@ -48,6 +50,9 @@ from miniworld.task import Task, messages
 log = logging.getLogger(__name__)
 
 ARMS = ("uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos")
+#: Executed attempts the critic is refitted on each day: the newest, as the policy (and so its
+#: prompt states) drifts; a 4096-row least squares is milliseconds.
+CRITIC_WINDOW = 4096
 
 
 @dataclass
@@ -70,6 +75,9 @@ class TrainConfig:
     clip_eps: float = option(0.2, "PPO clip range for the importance ratio")
     ratio_cap: float = option(5.0, "truncate importance ratios above this (stale replayed samples)")
     vf_coef: float = option(0.5, "value-loss coefficient")
+    value_ridge: float = option(1.0, "each day the critic is refitted in closed form (ridge, this penalty) on the "
+                                "last 4096 executed attempts, so TD and arousal measure surprise from the first "
+                                "cycles on (0 = only the night's gradient steps, at the policy's lr)")
     ent_coef: float = option(0.001, "entropy-bonus coefficient")
     kl_beta: float = option(0.01, "KL-to-reference coefficient (k3 estimator)")
     correction_coef: float = option(0.0, "weight of the corrective term: the NLL of the train task's reference "
@@ -81,6 +89,8 @@ class TrainConfig:
     correction_steps: int = option(0, "extra night steps on the corrective term alone (needs correction_coef > 0), "
                                    "each over the failures of a fresh minibatch drawn by the arm's sampler: no PPO "
                                    "forward, so ~40% of a PPO step's cost for the same number of fixes shown")
+    rehearsal_pairs: int = option(0, "random train (buggy -> reference) pairs added to each corrective-only step, "
+                                  "as in the warm start: against forgetting what it taught")
     minibatch: int = option(8, "episodes per nocturnal minibatch")
     max_grad_norm: float = option(1.0, "gradient clipping")
     eval_tasks: int = option(0, "held-out tasks evaluated per cycle (0 = all)")
@@ -140,6 +150,13 @@ def native_bf16(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cache_lock(path: Path) -> FileLock:
+    """An inter-process lock beside a ``warmup_cache`` file: parallel bench jobs of one seed
+    compute its warm start (and cycle-0 evaluation) once, the others wait and load it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{path}.lock")
+
+
 class ValueHead(torch.nn.Module):
     """V(prompt): a linear critic on the policy's pooled prompt state (its TD error drives
     arousal and replay priority)."""
@@ -152,6 +169,27 @@ class ValueHead(torch.nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.linear(pooled.float()).squeeze(-1)
+
+    @torch.no_grad()
+    def fit(self, states: torch.Tensor, returns: torch.Tensor, ridge: float) -> None:
+        """Least-squares ``V = w.s + b`` over executed attempts, in closed form.
+
+        Why not only gradient steps: at the policy's learning rate, a quick run's handful of night
+        steps leaves the critic at its 0.5 init, so every |TD| is ~0.5 and arousal (|TD| normalised)
+        cannot tell a surprising failure (on a task the policy used to solve) from a routine one.
+        The penalty is ``ridge`` times the mean squared norm of the centred states (so it does not
+        depend on the model's width); the dual form is used while there are fewer states than dims.
+        """
+        x, y = states.double().cpu(), returns.double().cpu()
+        x_mean, y_mean = x.mean(0), y.mean()
+        xc, yc = x - x_mean, y - y_mean
+        lam = ridge * max(float((xc * xc).sum(-1).mean()), 1e-12)
+        if len(xc) <= xc.shape[1]:
+            w = xc.T @ torch.linalg.solve(xc @ xc.T + lam * torch.eye(len(xc), dtype=xc.dtype), yc)
+        else:
+            w = torch.linalg.solve(xc.T @ xc + lam * torch.eye(xc.shape[1], dtype=xc.dtype), xc.T @ yc)
+        self.linear.weight.copy_(w.unsqueeze(0))
+        self.linear.bias.fill_(float(y_mean - x_mean @ w))
 
 
 @dataclass
@@ -205,6 +243,7 @@ class Trainer:
         self.arousal = ArousalNormaliser(self.tagger_cfg)
         self.buffer = ReplayBuffer(buffer_config(cfg.arm), seed=cfg.seed)
         self.features: dict[str, torch.Tensor] = {}  # episode_id -> tagger feature (this process)
+        self.critic_data: tuple[torch.Tensor, torch.Tensor] | None = None  # (prompt states, rewards) V is fitted on
         self._ref_ids: dict[str, list[int]] = {}  # task id -> reference completion ids (see _reference_ids)
         self._fix_masks: dict[str, list[int]] = {}  # task id -> fix mask (see _fix_mask)
         self.cycle = 0
@@ -247,7 +286,7 @@ class Trainer:
         return attempts
 
     @torch.no_grad()
-    def _values_and_features(self, attempts: list[Attempt]) -> tuple[np.ndarray, torch.Tensor]:
+    def _values_and_features(self, attempts: list[Attempt]) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         self.policy.model.eval()
         with self._autocast():
             _, _, _, pooled = self.policy.sequence_logprobs([a.generation.prompt_ids for a in attempts],
@@ -257,15 +296,26 @@ class Trainer:
         execution = Execution([a.result.outcome for a in attempts], [a.result.reward for a in attempts],
                               [a.result.checks_passed for a in attempts], [a.result.checks_total for a in attempts])
         feats = self.featurizer(pooled.float().cpu(), code_pooled.float().cpu(), execution)
-        return values, feats
+        return values, feats, pooled.float().cpu()
+
+    def _fit_critic(self, states: torch.Tensor, rewards: np.ndarray) -> None:
+        """Add the day's (prompt state, reward) pairs to the critic's data and refit it on them."""
+        if self.cfg.value_ridge <= 0:
+            return
+        new = (states.float(), torch.as_tensor(rewards, dtype=torch.float32))
+        if self.critic_data is not None:
+            new = tuple(torch.cat([old, add])[-CRITIC_WINDOW:] for old, add in zip(self.critic_data, new))
+        self.critic_data = new
+        self.value_head.fit(*new, ridge=self.cfg.value_ridge)
 
     def day(self) -> dict:
         cfg = self.cfg
         tasks = [self.rng.choice(self.train_tasks) for _ in range(cfg.episodes_per_cycle)]
         attempts = self.rollout(tasks, cfg.turns)
-        values, feats = self._values_and_features(attempts)
+        values, feats, states = self._values_and_features(attempts)
         rewards = np.array([a.result.reward for a in attempts])
-        td = rewards - values  # one-step episodes per turn: TD = r - V(s)
+        td = rewards - values  # one-step episodes per turn: TD = r - V(s), before V sees them
+        self._fit_critic(states, rewards)
         v_target = valence_target([a.result.outcome for a in attempts], [a.result.checks_passed for a in attempts],
                                   [a.result.checks_total for a in attempts], self.tagger_cfg)
         a_target = self.arousal(td)
@@ -405,7 +455,7 @@ class Trainer:
             # the same sampler picks which failures are shown their fix again (no TDs: no new priorities)
             rows = self._episodes(self._draw(cfg.minibatch).episode_ids)
             with self._autocast():
-                correction = self._correction(rows)
+                correction = self._correction(rows, self._rehearsal(step))
             if correction is not None:
                 self._step(cfg.correction_coef * correction)
                 stats.append({"correction_nll": correction.item()})
@@ -469,18 +519,20 @@ class Trainer:
         cfg = self.cfg
         tasks = self.eval_tasks if not cfg.eval_tasks else self.eval_tasks[: cfg.eval_tasks]
         shared = self._shared_eval_path(tasks) if self.cycle == 0 else None
-        cached = shared is not None and shared.exists()
-        if cached:
-            results = json.loads(shared.read_text())
-        else:
-            attempts = self.rollout(tasks, cfg.eval_turns, greedy=True, phase="eval")
-            results = [{"task_id": a.task.id, "family": a.task.family, "bug_class": a.task.bug_class, "turn": a.turn,
-                        "outcome": a.result.outcome, "checks_passed": a.result.checks_passed,
-                        "checks_total": a.result.checks_total, "reward": a.result.reward,
-                        "entropy": float(np.mean(a.generation.entropy)) if a.generation.entropy else 0.0}
-                       for a in attempts]
-            if shared is not None:
-                atomic.write_text(shared, json.dumps(results))
+        with cache_lock(shared) if shared is not None else contextlib.nullcontext():
+            cached = shared is not None and shared.exists()
+            if cached:
+                results = json.loads(shared.read_text())
+                self.progress("eval", cfg.eval_turns, cfg.eval_turns)  # a bar waiting on it completes
+            else:
+                attempts = self.rollout(tasks, cfg.eval_turns, greedy=True, phase="eval")
+                results = [{"task_id": a.task.id, "family": a.task.family, "bug_class": a.task.bug_class,
+                            "turn": a.turn, "outcome": a.result.outcome, "checks_passed": a.result.checks_passed,
+                            "checks_total": a.result.checks_total, "reward": a.result.reward,
+                            "entropy": float(np.mean(a.generation.entropy)) if a.generation.entropy else 0.0}
+                           for a in attempts]
+                if shared is not None:
+                    atomic.write_text(shared, json.dumps(results))
         rows = [{"eval_id": f"{cfg.run_id}-c{self.cycle}-{r['task_id']}-t{r['turn']}", "run_id": cfg.run_id,
                  "arm": cfg.arm, "seed": cfg.seed, "cycle": self.cycle, "split": "eval", **r,
                  "model_version": f"{cfg.run_id}@c{self.cycle}"} for r in results]
@@ -515,7 +567,8 @@ class Trainer:
                     "tagger": self.tagger.state_dict(), "tagger_fitted": self.tagger_fitted,
                     "warmed_up": self.warmed_up,
                     "reference": self._reference_state() if self.warmed_up and not self.policy.is_lora else None,
-                    "arousal": self.arousal.state_dict(), "features": self.features, "history": self.history,
+                    "arousal": self.arousal.state_dict(), "features": self.features, "critic_data": self.critic_data,
+                    "history": self.history,
                     "rng": {"python": self.rng.getstate(), "global_python": random.getstate(),
                             "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                             "buffer": self.buffer.rng.bit_generator.state},
@@ -544,6 +597,7 @@ class Trainer:
         self.tagger_fitted = state["tagger_fitted"]
         self.arousal.load_state_dict(state["arousal"])
         self.features = state["features"]
+        self.critic_data = state.get("critic_data")
         self.history = state["history"]
         self.cycle = state["cycle"] + 1
         self.rng.setstate(state["rng"]["python"])
@@ -560,18 +614,28 @@ class Trainer:
         self.buffer.rng.bit_generator.state = state["rng"]["buffer"]
         return True
 
-    def _correction(self, rows: list[dict]) -> torch.Tensor | None:
+    def _correction(self, rows: list[dict], rehearsal: list[Task] = ()) -> torch.Tensor | None:
         """Token-mean NLL (at temperature 1) of the reference fix after the prompt of each replayed
         failure on a train task: the failure is shown its correction. The replay sampler decides
         which failures come back, so the Dream Queue's 5x replay of cringe failures is 5x more
-        correction of exactly those. Eval tasks are never in the buffer; this uses no eval data."""
+        correction of exactly those. ``rehearsal`` train tasks join with their own buggy prompt
+        (see ``_rehearsal``). Eval tasks are never in the buffer; this uses no eval data."""
         if not self.cfg.correction_coef:
             return None
         train = {t.id: t for t in self.train_tasks}
         failed = [r for r in rows if r["reward"] < 1.0 and r["task_id"] in train]
-        if not failed:
+        if not failed and not rehearsal:
             return None
-        return self._nll([r["prompt_ids"] for r in failed], [train[r["task_id"]] for r in failed])
+        prompts = [r["prompt_ids"] for r in failed] + [self.policy.encode_chat(messages(t)) for t in rehearsal]
+        return self._nll(prompts, [train[r["task_id"]] for r in failed] + list(rehearsal))
+
+    def _rehearsal(self, step: int) -> list[Task]:
+        """``rehearsal_pairs`` random train tasks for a corrective-only step, as the warm start
+        draws them: a night that corrects the same few replayed failures again and again
+        otherwise overwrites what the warm start taught (held-out fixes were lost). Seeded by
+        (seed, cycle, step), so a resumed night draws the same and the day's draws do not move."""
+        rng = random.Random(f"{self.cfg.seed}/rehearsal/{self.cycle}/{step}")
+        return [self.train_tasks[rng.randrange(len(self.train_tasks))] for _ in range(self.cfg.rehearsal_pairs)]
 
     def _nll(self, prompt_ids: list[list[int]], tasks: list[Task]) -> torch.Tensor:
         """Weighted token-mean NLL (at temperature 1) of each task's reference after its prompt,
@@ -669,6 +733,10 @@ class Trainer:
             return self.warmup()
         started = time.monotonic()
         path = Path(cfg.warmup_cache) / f"warmup-{self._warmup_key()}.pt"
+        with cache_lock(path):  # a parallel job of the same seed waits here, then loads it
+            return self._warmup_cached(path, started)
+
+    def _warmup_cached(self, path: Path, started: float) -> dict:
         if path.exists():
             saved = torch.load(path, weights_only=True)
             params = dict(self.policy.model.named_parameters())

@@ -107,10 +107,14 @@ def test_bench_bad_input_is_one_line_and_exit_2(tmp_path, bench_dir) -> None:
              (["--resume", str(tmp_path / "missing")], "missing"),
              (["--resume", str(bench_dir["dir"]), "--cycles", "9"], "--cycles"),
              (["--out", str(bench_dir["dir"])], "--resume")]
-    for args, needle in cases:
-        out = _cli("bench", *args, env=env, timeout=300)
-        assert out.returncode == 2, (args, out.stderr)
-        assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, (args, out.stderr)
+    # all at once: each is a fresh interpreter that fails before a model or Spark loads
+    procs = [(args, needle, subprocess.Popen([sys.executable, "-m", "cosmocore.cli", "bench", *args], cwd=ROOT, env=env,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+             for args, needle in cases]
+    for args, needle, proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (args, stderr)
+        assert needle in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
 
 
 def test_flags_override_profile_fields() -> None:
@@ -182,6 +186,18 @@ def test_parallel_jobs_share_one_server(tmp_path, bench_dir) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     rep = json.loads((tmp_path / "par" / "report.json").read_text())
     assert sorted(rep["arms"]) == ["cosmocore", "uniform"]
+    cached = []
     for arm in ("uniform", "cosmocore"):
         summary = json.loads((tmp_path / "par" / "runs" / f"{arm}-s0" / "summary.json").read_text())
         assert summary["cycles_completed"] == 1 and summary["episodes"] > 0
+        cached.append(summary["history"][0].get("eval_cached", False))
+    # the two jobs are the arms of one seed, started together: the cache's lock makes one wait for
+    # the other's cycle-0 evaluation and load it, instead of both decoding it
+    assert sorted(cached) == [False, True]
+
+
+def test_quick_profile_runs_two_jobs_arm_major() -> None:
+    assert b.default_jobs("quick") == 2 and b.default_jobs("smoke") == 1
+    cfg = b.resolve("quick", bench_id="t")
+    order = [(r["arm"], r["seed"]) for r in b.parallel_order(cfg, cfg.runs())]
+    assert order == [("uniform", 0), ("uniform", 1), ("cosmocore", 0), ("cosmocore", 1)]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,6 +55,11 @@ def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path
     assert first.num_rows >= cfg.episodes_per_cycle
     for row in first.to_pylist():
         assert len(row["behaviour_logprobs"]) == len(row["completion_ids"])
+    # the critic was refitted on every executed attempt: least squares with an intercept predicts
+    # their mean reward on average
+    states, rewards = trainer.critic_data
+    assert len(states) == first.num_rows == len(rewards)
+    assert trainer.value_head(states).mean().item() == pytest.approx(rewards.mean().item(), abs=1e-5)
 
     # a new process picks up where the checkpoint left off: cycle 2, same run id, no duplicates
     resumed = Trainer(_cfg(tmp_path, cycles=2), sandbox=sandbox)
@@ -65,6 +71,7 @@ def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path
     assert len(ids) == len(set(ids))
     assert set(episodes.column("cycle").to_pylist()) == {1, 2}
     assert summary["cycles_completed"] == 2 and summary["episodes"] == len(ids)
+    assert len(resumed.critic_data[0]) == len(ids)  # the critic's data came back with the checkpoint
     assert [h["cycle"] for h in summary["history"]] == [0, 1, 2]
     evals = Store.open(cfg.store).read_evaluations(columns=["eval_id", "cycle", "turn"]).to_pylist()
     assert {e["cycle"] for e in evals} == {0, 1, 2} and {e["turn"] for e in evals} == {1, 2}
@@ -79,6 +86,25 @@ def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path
     target = valence_target([r["outcome"] for r in rows], [r["checks_passed"] for r in rows],
                             [r["checks_total"] for r in rows], resumed.tagger_cfg)
     assert [r["valence"] for r in rows] == pytest.approx(list(target))
+
+
+@pytest.mark.parametrize("n", [5, 40])  # fewer states than dims (dual form) and more (primal)
+def test_critic_fit_is_the_ridge_least_squares_solution(n: int) -> None:
+    from cosmocore.trainer import ValueHead
+
+    gen = torch.Generator().manual_seed(n)
+    states, returns = torch.randn(n, 16, generator=gen), torch.rand(n, generator=gen)
+    head = ValueHead(16)
+    head.fit(states, returns, ridge=0.5)
+    # the same problem solved independently: minimise |Xc w - yc|^2 + lam |w|^2 by least squares on
+    # the augmented system [Xc; sqrt(lam) I] w = [yc; 0]
+    x, y = states.double().numpy(), returns.double().numpy()
+    xc, yc = x - x.mean(0), y - y.mean()
+    lam = 0.5 * (xc**2).sum(1).mean()
+    w = np.linalg.lstsq(np.vstack([xc, np.sqrt(lam) * np.eye(16)]), np.concatenate([yc, np.zeros(16)]), rcond=None)[0]
+    expected = x @ w + (y.mean() - x.mean(0) @ w)
+    assert head(states).detach().numpy() == pytest.approx(expected, abs=1e-5)
+    assert np.mean((expected - y) ** 2) < np.mean((y - y.mean()) ** 2)  # it explains some of the variance
 
 
 @pytest.mark.parametrize("arm", ["uniform", "cocos"])
@@ -296,9 +322,12 @@ def test_cycle0_evaluation_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, sm
     results = []
     for arm, cache in (("cosmocore", True), ("uniform", True), ("uniform", False)):
         cfg = _cfg(tmp_path / f"{arm}-{cache}", arm=arm, **{**kw, **({} if cache else {"warmup_cache": None})})
-        trainer = Trainer(cfg, sandbox=sandbox)
+        events: list[tuple] = []
+        trainer = Trainer(cfg, lambda *e: events.append(e), sandbox=sandbox)
         trainer.warmup_cached() if cache else trainer.warmup()
+        events.clear()
         record = trainer.evaluate()
+        assert events[-1] == ("eval", 1, 1)  # read from the cache or decoded, the eval bar completes
         rows = Store.open(cfg.store).read_evaluations(columns=["run_id", "arm", "task_id", "outcome", "reward"]).to_pylist()
         assert {r["run_id"] for r in rows} == {cfg.run_id} and {r["arm"] for r in rows} == {arm}
         results.append((record, sorted((r["task_id"], r["outcome"], r["reward"]) for r in rows)))
@@ -327,17 +356,25 @@ def test_bf16_autocast_trains_and_keys_its_own_warm_start(tmp_path, sandbox, smo
 def test_correction_steps_add_corrective_only_steps_to_the_night(tmp_path, sandbox, smoke_tasks) -> None:
     """correction_steps: after the PPO steps, more optimizer steps on the corrective term alone,
     over fresh draws of the arm's sampler (the random tiny model fails every task, so each
-    draw holds failures to correct); no priority update comes from them."""
+    draw holds failures to correct); no priority update comes from them. rehearsal_pairs adds
+    that many random train pairs to each corrective-only step, the same on a rerun."""
     trainer = Trainer(_cfg(tmp_path, cycles=1, eval_turns=1, nocturnal_steps=1, correction_coef=1.0,
-                           correction_steps=2), sandbox=sandbox)
-    steps, updates = [], []
-    step, update = trainer._step, trainer.buffer.update_priorities
+                           correction_steps=2, rehearsal_pairs=2), sandbox=sandbox)
+    steps, updates, shown = [], [], []
+    step, update, nll = trainer._step, trainer.buffer.update_priorities, trainer._nll
     trainer._step = lambda loss: (steps.append(loss.item()), step(loss))
     trainer.buffer.update_priorities = lambda *a, **k: (updates.append(1), update(*a, **k))
+    trainer._nll = lambda prompts, tasks: (shown.append(tasks), nll(prompts, tasks))[1]
     summary = trainer.train()
     trainer.close()
     assert len(steps) == 3 and len(updates) == 1
     assert math.isfinite(summary["history"][-1]["correction_nll"])
+    # the PPO step corrects its 4 replayed failures; each corrective-only step adds 2 train pairs
+    assert [len(tasks) for tasks in shown] == [4, 6, 6]
+    trainer.cycle = 1  # the night's cycle: the draw is seeded by (seed, cycle, step), so redone alike
+    assert [t.id for t in shown[1][4:]] == [t.id for t in trainer._rehearsal(0)]
+    assert [t.id for t in shown[2][4:]] == [t.id for t in trainer._rehearsal(1)] != [t.id for t in shown[1][4:]]
+    assert all(t.split == "train" for tasks in shown for t in tasks)
 
 
 def test_kl_term_is_importance_weighted_on_replayed_tokens(tmp_path, sandbox, smoke_tasks) -> None:
