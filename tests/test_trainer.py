@@ -31,6 +31,10 @@ def test_config_rejects_bad_arms_and_counts(tmp_path) -> None:
         _cfg(tmp_path, arm="nope")
     with pytest.raises(ValueError, match="cycles"):
         _cfg(tmp_path, cycles=0)
+    with pytest.raises(ValueError, match="rehearsal-pairs must be >= 0"):
+        _cfg(tmp_path, rehearsal_pairs=-1)
+    with pytest.raises(ValueError, match="value-ridge must be >= 0"):
+        _cfg(tmp_path, value_ridge=-0.5)
     assert buffer_config("uniform").alpha == 0.0 and buffer_config("cosmocore").dream_fraction == 0.8
     assert set(ARMS) == {"uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos"}
 
