@@ -75,9 +75,9 @@ class TrainConfig:
     clip_eps: float = option(0.2, "PPO clip range for the importance ratio")
     ratio_cap: float = option(5.0, "truncate importance ratios above this (stale replayed samples)")
     vf_coef: float = option(0.5, "value-loss coefficient")
-    value_ridge: float = option(1.0, "each day the critic is refitted in closed form (ridge, this penalty) on the "
-                                "last 4096 executed attempts, so TD and arousal measure surprise from the first "
-                                "cycles on (0 = only the night's gradient steps, at the policy's lr)")
+    value_ridge: float = option(1.0, "after each day's TDs the critic is refitted in closed form (ridge, this "
+                                "penalty) on the last 4096 executed attempts, so from cycle 2 on TD and arousal "
+                                "measure surprise (0 = only the night's gradient steps, at the policy's lr)")
     ent_coef: float = option(0.001, "entropy-bonus coefficient")
     kl_beta: float = option(0.01, "KL-to-reference coefficient (k3 estimator)")
     correction_coef: float = option(0.0, "weight of the corrective term: the NLL of the train task's reference "
@@ -89,8 +89,9 @@ class TrainConfig:
     correction_steps: int = option(0, "extra night steps on the corrective term alone (needs correction_coef > 0), "
                                    "each over the failures of a fresh minibatch drawn by the arm's sampler: no PPO "
                                    "forward, so ~40% of a PPO step's cost for the same number of fixes shown")
-    rehearsal_pairs: int = option(0, "random train (buggy -> reference) pairs added to each corrective-only step, "
-                                  "as in the warm start: against forgetting what it taught")
+    rehearsal_pairs: int = option(0, "random train (buggy -> reference) pairs added to each corrective-only step "
+                                  "(so only with correction_steps), as in the warm start: against forgetting what "
+                                  "it taught")
     minibatch: int = option(8, "episodes per nocturnal minibatch")
     max_grad_norm: float = option(1.0, "gradient clipping")
     eval_tasks: int = option(0, "held-out tasks evaluated per cycle (0 = all)")

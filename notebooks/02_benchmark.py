@@ -75,8 +75,11 @@ print(f"\nbench {cfg.bench_id}: {cfg.model} on {cfg.suite}, arms {', '.join(cfg.
 # MAGIC %md
 # MAGIC ## Train every (arm, seed)
 # MAGIC
-# MAGIC One Spark server and sandbox serve all runs. Each run checkpoints every cycle: if the cluster
-# MAGIC restarts, set `resume` to the run directory printed above and run the notebook again.
+# MAGIC One Spark server serves all runs. The profile says how many train at once: `quick` runs 2
+# MAGIC in spawned processes (each with half the driver's cores), the others one after another in
+# MAGIC this process; pass `jobs=1` to `run_bench` to keep them here. Each run checkpoints every
+# MAGIC cycle: if the cluster restarts, set `resume` to the run directory printed above and run the
+# MAGIC notebook again.
 
 # COMMAND ----------
 
@@ -90,7 +93,7 @@ def progress(key: str, phase: str, done: int, total: int) -> None:
         print(f"  {key}: cycle {done}/{total} done ({time.monotonic() - started:.0f}s)", flush=True)
 
 
-trained = bench.run_bench(cfg, run_dir, progress, spark_remote=SPARK_REMOTE)
+trained = bench.run_bench(cfg, run_dir, progress, jobs=bench.default_jobs(cfg.profile), spark_remote=SPARK_REMOTE)
 print(f"trained {len(trained)} run(s) in {time.monotonic() - started:.0f}s: {', '.join(trained) or 'none left'}")
 
 # COMMAND ----------
