@@ -53,6 +53,8 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
+from cosmocore import frozen_prefix
+from cosmocore.frozen_prefix import FrozenPrefix
 from miniworld.extract import extract_code
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -376,6 +378,7 @@ class Policy:
         self.temperature = float(temperature)
         self.seed = seed
         self._reference: torch.nn.Module | None = None
+        self._frozen: FrozenPrefix | None = None  # set by train_top_layers (see frozen_prefix)
         eos = {tokenizer.eos_token_id, getattr(self._base_model().config, "eos_token_id", None)}
         flat: set[int] = set()
         for e in eos:
@@ -463,11 +466,14 @@ class Policy:
     def hidden_size(self) -> int:
         return int(self._base_model().config.hidden_size)
 
-    def train_top_layers(self, k: int) -> None:
+    def train_top_layers(self, k: int, cache_mb: float = 0.0) -> None:
         """Freeze everything below the top ``k`` transformer blocks (embeddings, tied head and
         lower blocks included); the final norm and, under LoRA, only the top blocks' adapters stay
         trainable. Autograd then stops at the lowest trained block, so a backward pass costs
         about ``k / n_layers`` of a full one: what makes CPU fine-tuning fit a quick budget.
+        ``cache_mb > 0`` also keeps the frozen blocks' output per sequence (``FrozenPrefix``,
+        full fine-tuning of a supported model only), so ``sequence_logprobs`` and
+        ``prompt_states`` run just the top ``k`` blocks on sequences seen before.
         Call before building an optimizer; ``k <= 0`` or ``k >= n_layers`` changes nothing."""
         layers = getattr(getattr(self._base_model(), "model", None), "layers", None)
         if layers is None:
@@ -479,6 +485,13 @@ class Policy:
         for p in self.model.parameters():
             if id(p) not in keep:
                 p.requires_grad_(False)
+        if cache_mb > 0 and not self.is_lora and frozen_prefix.supports(self.model):
+            self._frozen = FrozenPrefix(len(layers) - k, cache_mb)
+
+    @property
+    def frozen_prefix(self) -> FrozenPrefix | None:
+        """The frozen blocks' state cache, when ``train_top_layers`` set one up."""
+        return self._frozen
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         params = self.model.parameters()
@@ -586,8 +599,9 @@ class Policy:
         hidden state is the mean last hidden state over the prompt tokens (the critic's and the
         tagger's view of the task). Gradients flow when ``model`` (default: the policy) is in
         train mode; in eval mode this runs under ``no_grad``. ``model`` may be the frozen
-        ``reference_model()`` for the KL term; ``extras=False`` skips what the KL term does not
-        need (entropy comes back as zeros, the pooled state as None, no hidden states kept)."""
+        ``reference_model()`` for the KL term; ``extras=False`` skips what the KL term and the
+        NLL terms do not need (entropy comes back as zeros, the pooled state as None, no hidden
+        states kept). Through the frozen blocks' cache when ``train_top_layers`` set one up."""
         if len(prompt_ids) != len(completion_ids):
             raise ValueError("prompt_ids and completion_ids must have the same length")
         net = self.model if model is None else model
@@ -606,24 +620,43 @@ class Policy:
 
         grad = contextlib.nullcontext() if net.training else torch.no_grad()
         with grad:
-            out = net(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=_positions(attention_mask),
-                output_hidden_states=extras,
-                use_cache=False,
-                logits_to_keep=width + 1,  # the lm_head only where completion tokens are predicted
-            )
+            final, logits = self._forward(net, input_ids, attention_mask, keep=width + 1, states=extras)
             # Logits at position j predict token j+1: the last prompt token predicts the first
             # completion token, and the final position predicts nothing we score.
-            logits = out.logits[:, :-1, :].float() / self.temperature
+            logits = logits[:, :-1, :].float() / self.temperature
             mask = completion_mask.float()
             logprobs = selective_log_softmax(logits, completion) * mask
             if not extras:
                 return logprobs, torch.zeros_like(logprobs), mask, None
             entropy = entropy_from_logits(logits) * mask
-            pooled = _masked_mean(out.hidden_states[-1][:, : prompt.shape[1]], prompt_mask)
+            pooled = _masked_mean(final[:, : prompt.shape[1]], prompt_mask)
         return logprobs, entropy, mask, pooled
+
+    def _forward(self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int,
+                 states: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(final hidden states if ``states``, logits of the last ``keep`` positions): from the
+        frozen blocks' cache and the top blocks when there is one, else one full forward."""
+        positions = _positions(attention_mask)
+        if self._frozen is not None and (net is self.model or net is self._reference):
+            final = self._frozen.hidden(net, input_ids, attention_mask, positions)
+            return final, net.lm_head(final[:, -keep:] if keep else final)
+        out = net(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                  output_hidden_states=states, use_cache=False, logits_to_keep=keep)
+        return (out.hidden_states[-1] if states else None), out.logits
+
+    def prompt_states(self, prompt_ids: list[list[int]]) -> torch.Tensor:
+        """Mean final hidden state over each prompt's tokens, ``[B,H]`` float32 without gradients:
+        the pooled state ``sequence_logprobs`` returns, from the prompts alone (the model is
+        causal, so what follows a prompt cannot change it), for the critic and the tagger."""
+        prompt, prompt_mask = _left_pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                final, _ = self._forward(self.model, prompt, prompt_mask, keep=1, states=True)
+        finally:
+            self.model.train(was_training)
+        return _masked_mean(final, prompt_mask)
 
     def reference_model(self) -> torch.nn.Module:
         """The frozen reference policy for the KL term, to pass as ``sequence_logprobs(model=)``.
@@ -743,3 +776,5 @@ class Policy:
                 raise PolicyError(f"checkpoint trained blocks do not fit policy {self.name!r} (other --train-layers?)")
         else:
             self.model.load_state_dict(state["weights"])
+            if self._frozen is not None:  # the frozen blocks were overwritten too
+                self._frozen.clear()

@@ -107,6 +107,9 @@ class TrainConfig:
                                       "settings), so the arms of one seed share one warm start")
     train_layers: int = option(0, "train only the top K transformer blocks (0 = all): backward stops there, "
                                "~2-3x faster steps on a CPU")
+    frozen_cache_mb: float = option(512.0, "with train_layers: memory for the frozen lower blocks' output per token "
+                                    "sequence, so training-side passes over a sequence seen before run only the top "
+                                    "K blocks (Llama-family models without LoRA; 0 = off)")
     bf16_autocast: bool | None = option(False, "bf16 autocast of the training-side passes (warm start, night, value "
                                         "and tagger features) of a float32 model; None = where the CPU has native "
                                         "bf16 (avx512_bf16/amx). Generation stays float32: SmolLM2-135M decoding "
@@ -123,7 +126,8 @@ class TrainConfig:
         for name in ("cycles", "episodes_per_cycle", "turns", "nocturnal_steps", "minibatch", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        for name in ("warmup_sft", "correction_steps", "rehearsal_pairs", "train_layers", "value_ridge"):
+        for name in ("warmup_sft", "correction_steps", "rehearsal_pairs", "train_layers", "value_ridge",
+                     "frozen_cache_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
         self.run_id = self.run_id or f"{self.arm}-s{self.seed}-{uuid.uuid4().hex[:6]}"
@@ -232,7 +236,7 @@ class Trainer:
                                   temperature=cfg.temperature)
         self.device = self.policy.device
         if cfg.train_layers:
-            self.policy.train_top_layers(cfg.train_layers)
+            self.policy.train_top_layers(cfg.train_layers, cache_mb=cfg.frozen_cache_mb)
         self.value_head = ValueHead(self.policy.hidden_size).to(self.device)
         float32 = next(self.policy.model.parameters()).dtype == torch.float32
         self.bf16 = float32 and (native_bf16(self.device) if cfg.bf16_autocast is None else bool(cfg.bf16_autocast))
@@ -293,8 +297,7 @@ class Trainer:
     def _values_and_features(self, attempts: list[Attempt]) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         self.policy.model.eval()
         with self._autocast():
-            _, _, _, pooled = self.policy.sequence_logprobs([a.generation.prompt_ids for a in attempts],
-                                                            [a.generation.completion_ids for a in attempts])
+            pooled = self.policy.prompt_states([a.generation.prompt_ids for a in attempts])
             values = self.value_head(pooled).float().cpu().numpy()
             code_pooled = self.policy.pooled_hidden([a.generation.code for a in attempts])
         execution = Execution([a.result.outcome for a in attempts], [a.result.reward for a in attempts],
@@ -646,7 +649,8 @@ class Trainer:
         the fix's tokens weighted ``fix_weight`` (see ``_fix_mask``)."""
         temperature, self.policy.temperature = self.policy.temperature, 1.0
         try:
-            logp, _, mask, _ = self.policy.sequence_logprobs(prompt_ids, [self._reference_ids(t) for t in tasks])
+            logp, _, mask, _ = self.policy.sequence_logprobs(prompt_ids, [self._reference_ids(t) for t in tasks],
+                                                             extras=False)
         finally:
             self.policy.temperature = temperature
         weights = mask.clone()
@@ -725,7 +729,8 @@ class Trainer:
                  "dtype": str(next(self.policy.model.parameters()).dtype), "trainable": trainable, "pairs": pairs,
                  "seed": cfg.seed, "steps": cfg.warmup_sft, "batch": cfg.sft_batch, "lr": cfg.sft_lr,
                  **({"fix_weight": cfg.fix_weight} if cfg.fix_weight != 1.0 else {}),
-                 **({"bf16_autocast": True} if self.bf16 else {}), "max_grad_norm": cfg.max_grad_norm}
+                 **({"bf16_autocast": True} if self.bf16 else {}), "max_grad_norm": cfg.max_grad_norm,
+                 **({"frozen_cache": True} if self.policy.frozen_prefix is not None else {})}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
     def warmup_cached(self) -> dict:

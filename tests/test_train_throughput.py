@@ -30,3 +30,19 @@ def test_train_throughput_prints_one_json_with_positive_rates(tmp_path) -> None:
     assert out["trl_activation_checkpointing"] is False
     assert out["trainable_parameters"] == out["trl_trainable_parameters"]  # same model on both sides
     assert abs(out["ratio"] - out["nocturnal_tokens_per_s"] / out["trl_tokens_per_s"]) < 1e-6 * out["ratio"]
+
+
+def test_frozen_cache_benchmark_prints_one_json_with_its_ratios(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "frozen_cache.py"), "--json", "--model", "tiny", "--device", "cpu",
+         "--batch", "2", "--completion-tokens", "6", "--repeats", "1", "--train-layers", "1", "--suite", "smoke"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stdout[-2000:]
+    out = json.loads(lines[0])
+    for key in ("warm_speedup", "cold_speedup", "prompt_states_speedup", "cache_mb_used"):
+        assert isinstance(out[key], float) and out[key] > 0, key
+    assert out["split_block"] == 1 and out["train_layers"] == 1 and out["model"] == "tiny"
+    assert set(out["seconds"]) == {"plain", "warm", "cold", "states_full", "states_cached"}

@@ -297,6 +297,9 @@ def test_train_layers_freezes_all_but_the_top_blocks(tmp_path, sandbox, smoke_ta
     trainer.close()
     after = [p for p in model.parameters() if not p.requires_grad]
     assert all(torch.equal(a, b) for a, b in zip(frozen, after))
+    # the frozen block's output is reused: the night's reference pass reads what its policy pass computed
+    cache = trainer.policy.frozen_prefix
+    assert cache is not None and cache.hits > 0 and cache.misses > 0
 
 
 def test_checkpoint_keeps_only_the_trained_blocks_and_resume_restores_them(tmp_path, sandbox, smoke_tasks) -> None:
