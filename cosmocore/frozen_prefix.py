@@ -11,6 +11,9 @@ values for generation, but nothing resumes a forward from a block's hidden state
 Each sequence's lower states are computed on their own (batch 1, no padding), so what the top
 blocks see does not depend on the batch a sequence came in or on what the cache held: a resumed
 run computes the numbers an uninterrupted one does.
+
+Generation gets the same saving on its prompts (the eval split's are the same every cycle): the
+lower blocks' keys and values are kept per prompt too, so a prefill runs only the top blocks.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from collections import OrderedDict
 from typing import Iterator
 
 import torch
+from transformers import DynamicCache
 
 # Model types whose inner forward takes ``inputs_embeds`` as the first block's input unchanged
 # (Gemma, for one, rescales them), checked against transformers' Llama code.
@@ -55,7 +59,7 @@ class FrozenPrefix:
             raise ValueError(f"split must be >= 1, got {split}")
         self.split = split
         self.budget = int(budget_mb * 2**20)
-        self._states: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._states: OrderedDict[tuple, tuple[object, int]] = OrderedDict()  # key -> (value, bytes)
         self._bytes = 0
         self.hits = self.misses = 0
 
@@ -64,26 +68,85 @@ class FrozenPrefix:
         self._states.clear()
         self._bytes = 0
 
-    def _lower(self, net: torch.nn.Module, ids: torch.Tensor, device_type: str) -> torch.Tensor:
-        """Blocks ``[0, split)`` of one unpadded sequence ``[L]``, as ``[L, H]`` (cached)."""
-        # the states differ with autocast (bf16 matmuls), so its setting is part of the key
-        key = (torch.is_autocast_enabled(device_type), tuple(ids.tolist()))
+    def _cached(self, key: tuple) -> object | None:
         hit = self._states.get(key)
         if hit is not None:
             self.hits += 1
             self._states.move_to_end(key)
-            return hit
-        self.misses += 1
+        else:
+            self.misses += 1
+        return hit
+
+    def _remember(self, key: tuple, value: object, tensors: list[torch.Tensor]) -> None:
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        if size > self.budget:
+            return
+        self._states[key] = (value, size)
+        self._bytes += size
+        while self._bytes > self.budget:
+            _, (_, old) = self._states.popitem(last=False)
+            self._bytes -= old
+
+    def _lower(self, net: torch.nn.Module, ids: torch.Tensor, device_type: str) -> torch.Tensor:
+        """Blocks ``[0, split)`` of one unpadded sequence ``[L]``, as ``[L, H]`` (cached)."""
+        # the states differ with autocast (bf16 matmuls), so its setting is part of the key
+        key = ("states", torch.is_autocast_enabled(device_type), tuple(ids.tolist()))
+        hit = self._cached(key)
+        if hit is not None:
+            return hit[0]
         with torch.no_grad(), _window(net.model, slice(0, self.split), final_norm=False):
             state = net.model(input_ids=ids.unsqueeze(0), use_cache=False).last_hidden_state[0]
-        size = state.numel() * state.element_size()
-        if size <= self.budget:
-            self._states[key] = state
-            self._bytes += size
-            while self._bytes > self.budget:
-                _, old = self._states.popitem(last=False)
-                self._bytes -= old.numel() * old.element_size()
+        self._remember(key, state, [state])
         return state
+
+    def _lower_kv(self, net: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Blocks ``[0, split)`` of one unpadded prompt: its output ``[L, H]`` and each block's
+        keys and values ``[kv_heads, L, head_dim]`` (cached): what a prefill computes there."""
+        key = ("kv", torch.is_autocast_enabled(ids.device.type), tuple(ids.tolist()))
+        hit = self._cached(key)
+        if hit is not None:
+            return hit[0]
+        cache = DynamicCache(config=net.config)
+        with torch.no_grad(), _window(net.model, slice(0, self.split), final_norm=False):
+            state = net.model(input_ids=ids.unsqueeze(0), past_key_values=cache, use_cache=True).last_hidden_state[0]
+        kv = [(cache.layers[j].keys[0], cache.layers[j].values[0]) for j in range(self.split)]
+        self._remember(key, (state, kv), [state] + [t for pair in kv for t in pair])
+        return state, kv
+
+    def prompt_cache(self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     position_ids: torch.Tensor) -> DynamicCache:
+        """Every block's keys and values for all but the last position of a left-padded prompt
+        batch, as ``generate``'s prefill would leave them: the lower blocks' from the cache (per
+        prompt), the top blocks' from one pass over the cached lower output. ``generate`` given
+        this cache runs the last prompt position and decodes on."""
+        head, mask, positions = input_ids[:, :-1], attention_mask[:, :-1], position_ids[:, :-1]
+        batch, width = head.shape
+        rows = []
+        for i in range(batch):
+            real = mask[i].nonzero().flatten()
+            if len(real):
+                start = int(real[0])
+                if width - start != len(real):
+                    raise ValueError("FrozenPrefix.prompt_cache needs left-padded prompts")
+                rows.append((i, start, self._lower_kv(net, head[i, start:])))
+        if len(rows) != batch:
+            raise ValueError("FrozenPrefix.prompt_cache needs prompts of 2 tokens or more")
+        state0, kv0 = rows[0][2]
+        lower = state0.new_zeros((batch, width, state0.shape[-1]))
+        kvs = [tuple(t.new_zeros((batch, t.shape[0], width, t.shape[-1])) for t in pair) for pair in kv0]
+        for i, start, (state, kv) in rows:
+            lower[i, start:] = state
+            for (keys, values), (k, v) in zip(kvs, kv):
+                keys[i, :, start:] = k
+                values[i, :, start:] = v
+        cache = DynamicCache(config=net.config)
+        # the top blocks first: the mask is sized from block 0's cache, which must still be empty
+        with torch.no_grad(), _window(net.model, slice(self.split, None), final_norm=True):
+            net.model(inputs_embeds=lower, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                      use_cache=True)
+        for j, (keys, values) in enumerate(kvs):
+            cache.update(keys, values, j)
+        return cache
 
     def hidden(self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                position_ids: torch.Tensor) -> torch.Tensor:

@@ -547,9 +547,13 @@ class Policy:
         self.model.eval()
         try:
             with torch.no_grad():
+                past = None  # the prompts' keys and values from the frozen blocks' cache, when there is one
+                if self._frozen is not None and min(len(p) for p in prompts) >= 2:
+                    past = self._frozen.prompt_cache(self.model, input_ids, attention_mask, _positions(attention_mask))
                 out = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
+                    past_key_values=past,
                     generation_config=self._generation_config(max_new_tokens, greedy),
                 )
         finally:

@@ -98,3 +98,23 @@ def test_no_cache_without_frozen_blocks_or_under_lora(model_cache) -> None:
         cached, _ = _pair(model_cache)
         ids = torch.tensor([[5, 6, 7, 8]])
         cached.frozen_prefix.hidden(cached.model, ids, torch.tensor([[1, 0, 1, 1]]), torch.tensor([[0, 0, 1, 2]]))
+
+
+CHATS = [
+    [{"role": "user", "content": "Fix the join."}],
+    [{"role": "system", "content": "You repair PySpark pipelines."},
+     {"role": "user", "content": "The aggregation double counts orders after the left join; fix transform(df)."}],
+]
+
+
+def test_generation_from_cached_prompt_keys_and_values_equals_plain_generation(model_cache) -> None:
+    cached, plain = _pair(model_cache)
+    for greedy in (True, True, False):  # the second greedy call finds every prompt cached
+        outs = []
+        for policy in (cached, plain):
+            torch.manual_seed(7)
+            outs.append(policy.generate(CHATS, max_new_tokens=8, greedy=greedy))
+        for a, b in zip(*outs):
+            assert a.completion_ids == b.completion_ids
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    assert cached.frozen_prefix.misses == 2 and cached.frozen_prefix.hits == 4
