@@ -176,6 +176,14 @@ def resolve(profile: str = "quick", *, arms: list[str] | None = None, seeds: int
     return cfg
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask: a container's or taskset's limit),
+    where the OS reports one (not macOS); else all of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def train_config(cfg: BenchConfig, run: dict, run_dir: Path, spark_remote: str | None) -> TrainConfig:
     """The TrainConfig of one (arm, seed) run of the bench."""
     extra: dict[str, Any] = {}
@@ -341,7 +349,7 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, jobs: int | N
             pump.start()
             try:
                 with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                    threads = max(1, (os.cpu_count() or 1) // jobs)
+                    threads = max(1, usable_cpus() // jobs)
                     futures = [pool.submit(_child, cfg.to_json(), run, str(run_dir), endpoint, spark_remote, events,
                                            threads) for run in parallel_order(cfg, todo)]
                     for fut in as_completed(futures):

@@ -90,7 +90,7 @@ class TrainConfig:
                                    "each over the failures of a fresh minibatch drawn by the arm's sampler: no PPO "
                                    "forward, so ~40% of a PPO step's cost for the same number of fixes shown")
     rehearsal_pairs: int = option(0, "random train (buggy -> reference) pairs added to each corrective-only step "
-                                  "(so only with correction_steps), as in the warm start: against forgetting what "
+                                  "(needs correction_steps > 0), as in the warm start: against forgetting what "
                                   "it taught")
     minibatch: int = option(8, "episodes per nocturnal minibatch")
     max_grad_norm: float = option(1.0, "gradient clipping")
@@ -130,6 +130,10 @@ class TrainConfig:
                      "frozen_cache_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.correction_steps and not self.correction_coef:
+            raise ValueError("--correction-steps needs --correction-coef > 0 (its steps train the corrective term alone)")
+        if self.rehearsal_pairs and not self.correction_steps:
+            raise ValueError("--rehearsal-pairs needs --correction-steps > 0 (the pairs join the corrective-only steps)")
         self.run_id = self.run_id or f"{self.arm}-s{self.seed}-{uuid.uuid4().hex[:6]}"
 
 
@@ -437,7 +441,7 @@ class Trainer:
         if cfg.arm == "cocos":
             return self._night_cocos()
         stats: list[dict] = []
-        corrective = cfg.correction_steps if cfg.correction_coef else 0
+        corrective = cfg.correction_steps  # > 0 only with correction_coef > 0 (TrainConfig checks)
         dream_share, shortfall = [], 0
         started, tokens = time.monotonic(), 0
         for step in range(cfg.nocturnal_steps):

@@ -201,3 +201,7 @@ def test_quick_profile_runs_two_jobs_arm_major() -> None:
     cfg = b.resolve("quick", bench_id="t")
     order = [(r["arm"], r["seed"]) for r in b.parallel_order(cfg, cfg.runs())]
     assert order == [("uniform", 0), ("uniform", 1), ("cosmocore", 0), ("cosmocore", 1)]
+    # threads per job come from the cores this process may use (its affinity), not the machine's
+    assert 1 <= b.usable_cpus() <= (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        assert b.usable_cpus() == len(os.sched_getaffinity(0))

@@ -35,6 +35,12 @@ def test_config_rejects_bad_arms_and_counts(tmp_path) -> None:
         _cfg(tmp_path, rehearsal_pairs=-1)
     with pytest.raises(ValueError, match="value-ridge must be >= 0"):
         _cfg(tmp_path, value_ridge=-0.5)
+    with pytest.raises(ValueError, match="correction-steps needs --correction-coef"):
+        _cfg(tmp_path, correction_steps=2)
+    with pytest.raises(ValueError, match="rehearsal-pairs needs --correction-steps"):
+        _cfg(tmp_path, correction_coef=1.0, rehearsal_pairs=2)
+    with pytest.raises(ValueError, match="frozen-cache-mb must be >= 0"):
+        _cfg(tmp_path, frozen_cache_mb=-1)
     assert buffer_config("uniform").alpha == 0.0 and buffer_config("cosmocore").dream_fraction == 0.8
     assert set(ARMS) == {"uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos"}
 
