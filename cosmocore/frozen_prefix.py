@@ -12,8 +12,9 @@ Each sequence's lower states are computed on their own (batch 1, no padding), so
 blocks see does not depend on the batch a sequence came in or on what the cache held: a resumed
 run computes the numbers an uninterrupted one does.
 
-Generation gets the same saving on its prompts (the eval split's are the same every cycle): the
-lower blocks' keys and values are kept per prompt too, so a prefill runs only the top blocks.
+Generation gets the same saving on prompts its caller says come back (the eval split's, every
+cycle): their lower blocks' keys and values are kept per prompt too, so their prefill runs only
+the top blocks.
 """
 from __future__ import annotations
 
@@ -36,10 +37,18 @@ def supports(model: torch.nn.Module) -> bool:
             and hasattr(inner, "layers") and hasattr(inner, "norm") and hasattr(model, "lm_head"))
 
 
+def _numerics(ids: torch.Tensor) -> tuple:
+    """What else the states depend on: the device and the autocast setting (bf16/fp16 matmuls)."""
+    kind = ids.device.type
+    return str(ids.device), torch.is_autocast_enabled(kind) and str(torch.get_autocast_dtype(kind))
+
+
 @contextlib.contextmanager
 def _window(inner: torch.nn.Module, layers: slice, final_norm: bool) -> Iterator[None]:
     """``inner`` (the transformer under the LM head) with only ``layers``, and its final norm only
     if ``final_norm``: its own forward then does the masks and rotary embeddings as it always does."""
+    # never ask for output_hidden_states/attentions inside a window: transformers installs its
+    # capture hooks once, on the layers present at the first such call
     all_layers, norm = inner.layers, inner.norm
     inner.layers = torch.nn.ModuleList(list(all_layers)[layers])
     if not final_norm:
@@ -89,8 +98,7 @@ class FrozenPrefix:
 
     def _lower(self, net: torch.nn.Module, ids: torch.Tensor, device_type: str) -> torch.Tensor:
         """Blocks ``[0, split)`` of one unpadded sequence ``[L]``, as ``[L, H]`` (cached)."""
-        # the states differ with autocast (bf16 matmuls), so its setting is part of the key
-        key = ("states", torch.is_autocast_enabled(device_type), tuple(ids.tolist()))
+        key = ("states", *_numerics(ids), tuple(ids.tolist()))
         hit = self._cached(key)
         if hit is not None:
             return hit[0]
@@ -102,7 +110,7 @@ class FrozenPrefix:
     def _lower_kv(self, net: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Blocks ``[0, split)`` of one unpadded prompt: its output ``[L, H]`` and each block's
         keys and values ``[kv_heads, L, head_dim]`` (cached): what a prefill computes there."""
-        key = ("kv", torch.is_autocast_enabled(ids.device.type), tuple(ids.tolist()))
+        key = ("kv", *_numerics(ids), tuple(ids.tolist()))
         hit = self._cached(key)
         if hit is not None:
             return hit[0]
@@ -164,7 +172,7 @@ class FrozenPrefix:
                 raise ValueError("FrozenPrefix needs each row's tokens in one contiguous run")
             rows.append((i, start, self._lower(net, input_ids[i, start:end], input_ids.device.type)))
         width = net.config.hidden_size
-        dtype = rows[0][2].dtype if rows else torch.float32
+        dtype = rows[0][2].dtype if rows else net.model.embed_tokens.weight.dtype
         lower = torch.zeros((*input_ids.shape, width), dtype=dtype, device=input_ids.device)
         for i, start, state in rows:
             lower[i, start:start + len(state)] = state

@@ -532,9 +532,11 @@ class Policy:
     # ---- generation -------------------------------------------------------------------------
 
     def generate(
-        self, messages: list[list[dict]], max_new_tokens: int = 256, greedy: bool = False
+        self, messages: list[list[dict]], max_new_tokens: int = 256, greedy: bool = False, keep_prompts: bool = False
     ) -> list[Generation]:
         """Sample (or greedily decode) one reply per conversation, batched with left padding.
+        ``keep_prompts``: these prompts come back (an eval split), so with a frozen blocks'
+        cache their lower keys and values are kept and reused: the prefill runs the top blocks.
 
         Log-probs and entropy come from the raw logits ``generate`` saw at each step, scaled by
         ``self.temperature`` even when greedy, so they always match ``sequence_logprobs``.
@@ -547,8 +549,8 @@ class Policy:
         self.model.eval()
         try:
             with torch.no_grad():
-                past = None  # the prompts' keys and values from the frozen blocks' cache, when there is one
-                if self._frozen is not None and min(len(p) for p in prompts) >= 2:
+                past = None  # prompts that come back: their keys and values from the frozen blocks' cache
+                if keep_prompts and self._frozen is not None and min(len(p) for p in prompts) >= 2:
                     past = self._frozen.prompt_cache(self.model, input_ids, attention_mask, _positions(attention_mask))
                 out = self.model.generate(
                     input_ids=input_ids,

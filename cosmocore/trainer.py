@@ -131,7 +131,8 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
         if self.correction_steps and not self.correction_coef:
-            raise ValueError("--correction-steps needs --correction-coef > 0 (its steps train the corrective term alone)")
+            raise ValueError("--correction-steps needs --correction-coef > 0 (its steps train the corrective term alone; "
+                             "to turn the term off set correction_steps=0 and rehearsal_pairs=0 too)")
         if self.rehearsal_pairs and not self.correction_steps:
             raise ValueError("--rehearsal-pairs needs --correction-steps > 0 (the pairs join the corrective-only steps)")
         self.run_id = self.run_id or f"{self.arm}-s{self.seed}-{uuid.uuid4().hex[:6]}"
@@ -274,9 +275,10 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ day phase
-    def _attempts(self, tasks: list[Task], histories: list[list[tuple[str, str]]], turn: int, greedy: bool) -> list[Attempt]:
+    def _attempts(self, tasks: list[Task], histories: list[list[tuple[str, str]]], turn: int, greedy: bool,
+                  recurring: bool = False) -> list[Attempt]:
         msgs = [messages(t, h) for t, h in zip(tasks, histories)]
-        gens = self.policy.generate(msgs, max_new_tokens=self.cfg.max_new_tokens, greedy=greedy)
+        gens = self.policy.generate(msgs, max_new_tokens=self.cfg.max_new_tokens, greedy=greedy, keep_prompts=recurring)
         results = self.sandbox.evaluate_many([(t, g.code) for t, g in zip(tasks, gens)])
         return [Attempt(t, turn, m[-1]["content"], g, r) for t, m, g, r in zip(tasks, msgs, gens, results)]
 
@@ -289,7 +291,9 @@ class Trainer:
         for turn in range(1, turns + 1):
             if not active:
                 break
-            batch = self._attempts([tasks[i] for i in active], [histories[i] for i in active], turn, greedy)
+            # the eval split's turn-1 prompts are the same every cycle: worth keeping (Policy.generate)
+            batch = self._attempts([tasks[i] for i in active], [histories[i] for i in active], turn, greedy,
+                                   recurring=phase == "eval" and turn == 1)
             attempts += batch
             for i, a in zip(active, batch):
                 histories[i].append((a.generation.code, a.result.feedback))

@@ -109,12 +109,14 @@ CHATS = [
 
 def test_generation_from_cached_prompt_keys_and_values_equals_plain_generation(model_cache) -> None:
     cached, plain = _pair(model_cache)
-    for greedy in (True, True, False):  # the second greedy call finds every prompt cached
+    for greedy in (True, True, False):  # the first call keeps the prompts' keys and values, later ones read them
         outs = []
         for policy in (cached, plain):
             torch.manual_seed(7)
-            outs.append(policy.generate(CHATS, max_new_tokens=8, greedy=greedy))
+            outs.append(policy.generate(CHATS, max_new_tokens=8, greedy=greedy, keep_prompts=True))
         for a, b in zip(*outs):
             assert a.completion_ids == b.completion_ids
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    assert cached.frozen_prefix.misses == 2 and cached.frozen_prefix.hits == 4
+    cached.generate(CHATS[:1], max_new_tokens=2)  # prompts not said to come back: run as usual, nothing kept
     assert cached.frozen_prefix.misses == 2 and cached.frozen_prefix.hits == 4

@@ -45,4 +45,4 @@ def test_frozen_cache_benchmark_prints_one_json_with_its_ratios(tmp_path) -> Non
     for key in ("warm_speedup", "cold_speedup", "prompt_states_speedup", "cache_mb_used"):
         assert isinstance(out[key], float) and out[key] > 0, key
     assert out["split_block"] == 1 and out["train_layers"] == 1 and out["model"] == "tiny"
-    assert set(out["seconds"]) == {"plain", "warm", "cold", "states_full", "states_cached"}
+    assert set(out["seconds"]) == {"plain", "warm", "cold", "states_plain", "states_cached"}
