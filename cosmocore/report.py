@@ -178,7 +178,8 @@ def run_metrics(evals: list[dict], episodes: list[dict], summary: Mapping[str, A
     wall = _num(summary.get("wall_s"))
     if wall is None:  # an older summary without wall_s: the cycles' own timings
         wall = sum(_finite(h.get("wall_s") for h in history)) or None
-    tokens = sum(_finite(h.get("tokens_generated") for h in history))
+    # a day read from the arm that sampled it (cycle 1, ``day_cached``) took none of this run's time
+    tokens = sum(_finite(h.get("tokens_generated") for h in history if not h.get("day_cached")))
     episodes_n = summary.get("episodes") if summary.get("episodes") is not None else len(episodes)
     return {
         "rates": rates,

@@ -19,6 +19,7 @@ entropy maths are TRL's (see ``cosmocore.policy``).
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import difflib
 import hashlib
@@ -29,7 +30,7 @@ import os
 import random
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +45,7 @@ from cosmocore.store import Store
 from cosmocore.tagger import AffectiveTagger, ArousalNormaliser, Execution, Featurizer, roc_auc, valence_target
 from miniworld import catalog
 from miniworld.pyexec import open_sandbox
+from miniworld.checks import CheckResult
 from miniworld.sandbox import Result, Sandbox
 from miniworld.task import Task, messages
 
@@ -168,6 +170,38 @@ def cache_lock(path: Path) -> FileLock:
     compute its warm start (and cycle-0 evaluation) once, the others wait and load it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(f"{path}.lock")
+
+
+def _rng_state(device: torch.device) -> dict[str, str]:
+    """The torch generators sampling draws from (the CPU's, and the device's on CUDA), as text."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return {k: base64.b64encode(v.numpy().tobytes()).decode() for k, v in states.items()}
+
+
+def _set_rng(states: dict[str, str], device: torch.device) -> None:
+    def tensor(text: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+    torch.set_rng_state(tensor(states["cpu"]))
+    if "cuda" in states:
+        torch.cuda.set_rng_state(tensor(states["cuda"]), device)
+
+
+def _attempt_to_json(a: "Attempt") -> dict:
+    r = a.result
+    return {"task": a.task.id, "turn": a.turn, "prompt": a.prompt, "generation": asdict(a.generation),
+            "result": {**{f.name: getattr(r, f.name) for f in fields(r) if f.name != "checks"},
+                       "checks": [asdict(c) for c in r.checks]}}
+
+
+def _attempt_from_json(d: dict, task: Task) -> "Attempt":
+    from cosmocore.policy import Generation  # as Trainer loads Policy: transformers only when used
+
+    r = d["result"]
+    result = Result(**{**r, "checks": tuple(CheckResult(**c) for c in r["checks"])})
+    return Attempt(task, d["turn"], d["prompt"], Generation(**d["generation"]), result)
 
 
 class ValueHead(torch.nn.Module):
@@ -304,8 +338,12 @@ class Trainer:
     @torch.no_grad()
     def _values_and_features(self, attempts: list[Attempt]) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         self.policy.model.eval()
+        known = [a.generation.prompt_state for a in attempts]
         with self._autocast():
-            pooled = self.policy.prompt_states([a.generation.prompt_ids for a in attempts])
+            if all(state is not None for state in known):  # from each reply's own prefill
+                pooled = torch.tensor(known, dtype=torch.float32, device=self.device)
+            else:
+                pooled = self.policy.prompt_states([a.generation.prompt_ids for a in attempts])
             values = self.value_head(pooled).float().cpu().numpy()
             code_pooled = self.policy.pooled_hidden([a.generation.code for a in attempts])
         execution = Execution([a.result.outcome for a in attempts], [a.result.reward for a in attempts],
@@ -326,7 +364,7 @@ class Trainer:
     def day(self) -> dict:
         cfg = self.cfg
         tasks = [self.rng.choice(self.train_tasks) for _ in range(cfg.episodes_per_cycle)]
-        attempts = self.rollout(tasks, cfg.turns)
+        attempts, shared = self._day_rollout(tasks)
         values, feats, states = self._values_and_features(attempts)
         rewards = np.array([a.result.reward for a in attempts])
         td = rewards - values  # one-step episodes per turn: TD = r - V(s), before V sees them
@@ -357,7 +395,40 @@ class Trainer:
         return {"day_reward": float(rewards.mean()), "day_correct": float(np.mean([a.result.outcome == "correct" for a in attempts])),
                 "day_attempts": len(attempts), "entropy": entropy,
                 "confidence_variance": float(np.var(conf)) if conf else 0.0, "tagger_valence_auc": auc,
-                "tokens_generated": int(sum(len(a.generation.completion_ids) for a in attempts))}
+                "tokens_generated": int(sum(len(a.generation.completion_ids) for a in attempts)),
+                **({"day_cached": True} if shared else {})}
+
+    def _day_rollout(self, tasks: list[Task]) -> tuple[list[Attempt], bool]:
+        """The day's attempts, and whether they were read rather than generated. Cycle 1's go
+        through ``warmup_cache``: every arm of a seed samples them from the same warm start with
+        the same task draws and the same RNG state, so the arms after the first read the first's
+        attempts and the RNG state sampling left, and go on exactly as if they had sampled."""
+        path = self._shared_day_path(tasks) if self.cycle == 1 else None
+        if path is None:
+            return self.rollout(tasks, self.cfg.turns), False
+        with cache_lock(path):
+            if path.exists():
+                saved = json.loads(path.read_text())
+                by_id = {t.id: t for t in tasks}
+                _set_rng(saved["rng"], self.device)
+                self.progress("day", self.cfg.turns, self.cfg.turns)  # a bar waiting on it completes
+                return [_attempt_from_json(a, by_id[a["task"]]) for a in saved["attempts"]], True
+            attempts = self.rollout(tasks, self.cfg.turns)
+            atomic.write_text(path, json.dumps({"attempts": [_attempt_to_json(a) for a in attempts],
+                                                "rng": _rng_state(self.device)}))
+            return attempts, False
+
+    def _shared_day_path(self, tasks: list[Task]) -> Path | None:
+        """Where cycle 1's day is kept beside the warm start it sampled from, keyed by that warm
+        start, the day settings, the drawn tasks and the RNG state sampling starts from."""
+        if not self.cfg.warmup_cache:
+            return None
+        cfg = self.cfg
+        ident = {"warmup": self._warmup_key(), "warmed_up": self.warmed_up, "turns": cfg.turns,
+                 "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "timeout_s": cfg.timeout_s,
+                 "tasks": [[t.id, t.buggy_code] for t in tasks], "rng": _rng_state(self.device)}
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+        return Path(cfg.warmup_cache) / f"day1-{key}.json"
 
     def _row(self, episode_id: str, a: Attempt) -> dict:
         g = a.generation

@@ -351,6 +351,40 @@ def test_cycle0_evaluation_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, sm
     assert first["eval_hallucination_rate"] == second["eval_hallucination_rate"] == fresh["eval_hallucination_rate"]
 
 
+def test_cycle1_day_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tasks) -> None:
+    """Cycle 1's day samples from the shared warm start with the same draws and RNG state in
+    every arm, so the second arm reads the first's attempts (both turns) and the RNG state they
+    left: the same episodes and the same generator afterwards as sampling them itself."""
+    kw = dict(warmup_sft=2, sft_batch=2, sft_lr=1e-3, warmup_cache=str(tmp_path / "warm"))
+    results = []
+    for arm, cache in (("cosmocore", True), ("uniform", True), ("uniform", False)):
+        cfg = _cfg(tmp_path / f"{arm}-{cache}", arm=arm, **{**kw, **({} if cache else {"warmup_cache": None})})
+        events: list[tuple] = []
+        trainer = Trainer(cfg, lambda *e: events.append(e), sandbox=sandbox)
+        trainer.warmup_cached() if cache else trainer.warmup()
+        trainer.cycle = 1
+        events.clear()
+        record = trainer.day()
+        assert events[-1] == ("day", cfg.turns, cfg.turns)  # read or sampled, the day bar completes
+        rows = Store.open(cfg.store).read_episodes(
+            columns=["run_id", "arm", "task_id", "turn", "completion_ids", "behaviour_logprobs", "outcome", "reward"]
+        ).to_pylist()
+        assert {r["run_id"] for r in rows} == {cfg.run_id} and {r["arm"] for r in rows} == {arm}
+        episodes = sorted((r["task_id"], r["turn"], r["completion_ids"], r["behaviour_logprobs"], r["outcome"],
+                           r["reward"]) for r in rows)
+        results.append((record, episodes, torch.get_rng_state(), torch.rand(3)))
+        trainer.cycle = 2  # a later day is the arm's own: never read from the cache
+        assert "day_cached" not in trainer.day()
+        trainer.close()
+    (first, ep_a, rng_a, _), (second, ep_b, rng_b, draw_b), (fresh, ep_c, rng_c, draw_c) = results
+    assert "day_cached" not in first and second["day_cached"] is True and "day_cached" not in fresh
+    assert any(turn == 2 for _, turn, *_ in ep_a)  # a self-correction turn went through the cache too
+    assert ep_a == ep_b == ep_c and len(ep_a) >= cfg.episodes_per_cycle
+    assert torch.equal(rng_a, rng_b) and torch.equal(rng_b, rng_c) and torch.equal(draw_b, draw_c)
+    assert first["tokens_generated"] == second["tokens_generated"] == fresh["tokens_generated"] > 0
+    assert len(list((tmp_path / "warm").glob("day1-*.json"))) == 1
+
+
 def test_bf16_autocast_trains_and_keys_its_own_warm_start(tmp_path, sandbox, smoke_tasks) -> None:
     """bf16 autocast of the training passes (a float32 model on the CPU): a cycle runs, the
     weights move, and warm starts with and without it are cached apart."""
