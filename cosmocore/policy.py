@@ -82,6 +82,9 @@ class Generation:
     entropy: list[float]
     text: str
     code: str
+    # mean final hidden state over the prompt, from this reply's own prefill (float32): what
+    # ``prompt_states`` would compute, for the critic and the tagger; None when not captured
+    prompt_state: list[float] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,14 +555,16 @@ class Policy:
                 past = None  # prompts that come back: their keys and values from the frozen blocks' cache
                 if keep_prompts and self._frozen is not None and min(len(p) for p in prompts) >= 2:
                     past = self._frozen.prompt_cache(self.model, input_ids, attention_mask, _positions(attention_mask))
-                out = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    past_key_values=past,
-                    generation_config=self._generation_config(max_new_tokens, greedy),
-                )
+                with self._prefill_states(input_ids.shape) if past is None else contextlib.nullcontext([]) as prefill:
+                    out = self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=attention_mask,
+                        past_key_values=past,
+                        generation_config=self._generation_config(max_new_tokens, greedy),
+                    )
         finally:
             self.model.train(was_training)
+        states = _masked_mean(prefill[0], attention_mask).cpu().tolist() if prefill else [None] * len(prompts)
         new_tokens = out.sequences[:, input_ids.shape[1]:]
         steps = len(out.logits)
         logprobs = torch.zeros((len(prompts), steps))
@@ -585,9 +590,33 @@ class Policy:
                     entropy=entropy[i, :length].tolist(),
                     text=text,
                     code=extract_code(text),
+                    prompt_state=states[i],
                 )
             )
         return results
+
+    @contextlib.contextmanager
+    def _prefill_states(self, shape: torch.Size) -> Iterator[list[torch.Tensor]]:
+        """While ``generate`` runs: the final norm's output on the whole prompt batch (its first
+        call, the prefill), so the prompt states need no second pass over the prompts. Empty if
+        the model has no final ``norm`` on its decoder or the first call was not the whole batch.
+        Hand-written: ``generate(output_hidden_states=True)`` would keep every layer of every step."""
+        seen: list[torch.Tensor] = []
+        norm = getattr(self.model.get_decoder(), "norm", None)
+
+        def first_call(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> None:
+            if not seen:
+                seen.append(output)
+
+        handle = norm.register_forward_hook(first_call) if isinstance(norm, torch.nn.Module) else None
+        kept: list[torch.Tensor] = []
+        try:
+            yield kept
+        finally:
+            if handle is not None:
+                handle.remove()
+        if seen and seen[0].shape[:2] == shape:
+            kept.append(seen[0])
 
     # ---- recomputation (the loss side) ------------------------------------------------------
 

@@ -82,6 +82,17 @@ def test_generate_shapes_and_seeded_sampling(tiny):
     assert tiny.generate([], max_new_tokens=NEW) == []
 
 
+def test_generation_carries_the_prompt_state_of_its_own_prefill(tiny):
+    """The critic's view of a prompt comes from the reply's own prefill: the same pooled state
+    ``prompt_states`` computes in a pass of its own (fp32), one per reply, whatever the padding."""
+    gens = tiny.generate(PROMPTS, max_new_tokens=NEW)
+    again = tiny.prompt_states([g.prompt_ids for g in gens])
+    captured = torch.tensor([g.prompt_state for g in gens])
+    assert captured.shape == again.shape == (len(PROMPTS), tiny.hidden_size)
+    assert torch.allclose(captured, again, atol=1e-5), (captured - again).abs().max()
+    assert not torch.allclose(captured[0], captured[1])  # each row its own prompt, not the batch's
+
+
 def test_greedy_is_deterministic_and_stops_at_eos(tiny):
     a = tiny.generate(PROMPTS, max_new_tokens=NEW, greedy=True)
     b = tiny.generate(PROMPTS, max_new_tokens=NEW, greedy=True)
