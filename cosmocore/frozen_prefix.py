@@ -96,7 +96,7 @@ class FrozenPrefix:
             _, (_, old) = self._states.popitem(last=False)
             self._bytes -= old
 
-    def _lower(self, net: torch.nn.Module, ids: torch.Tensor, device_type: str) -> torch.Tensor:
+    def _lower(self, net: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         """Blocks ``[0, split)`` of one unpadded sequence ``[L]``, as ``[L, H]`` (cached)."""
         key = ("states", *_numerics(ids), tuple(ids.tolist()))
         hit = self._cached(key)
@@ -170,7 +170,7 @@ class FrozenPrefix:
             start, end = int(real[0]), int(real[-1]) + 1
             if end - start != len(real):
                 raise ValueError("FrozenPrefix needs each row's tokens in one contiguous run")
-            rows.append((i, start, self._lower(net, input_ids[i, start:end], input_ids.device.type)))
+            rows.append((i, start, self._lower(net, input_ids[i, start:end])))
         width = net.config.hidden_size
         dtype = rows[0][2].dtype if rows else net.model.embed_tokens.weight.dtype
         lower = torch.zeros((*input_ids.shape, width), dtype=dtype, device=input_ids.device)

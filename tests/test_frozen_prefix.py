@@ -75,13 +75,13 @@ def test_the_cache_keeps_to_its_budget_least_recently_used_first(model_cache) ->
     cache = FrozenPrefix(split=1, budget_mb=2.5 * one_row / 2**20)  # room for two
     rows = [torch.arange(8) + 100 * i for i in range(3)]
     for row in rows:
-        cache._lower(net, row, "cpu")
-    cache._lower(net, rows[1], "cpu")  # a hit: row 1 becomes the most recent
+        cache._lower(net, row)
+    cache._lower(net, rows[1])  # a hit: row 1 becomes the most recent
     assert (cache.misses, cache.hits) == (3, 1) and cache._bytes <= cache.budget
-    cache._lower(net, rows[0], "cpu")  # evicted when row 2 came in
-    cache._lower(net, rows[1], "cpu")
+    cache._lower(net, rows[0])  # evicted when row 2 came in
+    cache._lower(net, rows[1])
     assert (cache.misses, cache.hits) == (4, 2)
-    big = cache._lower(net, torch.arange(64), "cpu")  # over budget alone: computed, not kept
+    big = cache._lower(net, torch.arange(64))  # over budget alone: computed, not kept
     assert big.shape == (64, hidden) and cache._bytes <= cache.budget
     cache.clear()
     assert cache._bytes == 0
