@@ -62,16 +62,17 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "smollm2-135m", "quick", ("uniform", "cosmocore"), 2, 3,
         # 2 cores: a 10-step warm start (4 pairs each) of the top 8 blocks, shared by the arms of a
-        # seed (and so is cycle 0's evaluation); then per cycle 6 day episodes and a night of 2 PPO
-        # steps plus 4 corrective-only steps: the replayed train failures are shown their reference
-        # fix (correction_coef), the fix's tokens weighted 5x (fix_weight), with 2 random train pairs
+        # seed (and so are cycle 0's evaluation and cycle 1's day); then per cycle 6 day episodes
+        # (at most 176 new tokens: the longest correct reply seen was 166) and a night of 2 PPO steps
+        # plus 3 corrective-only steps: the replayed train failures are shown their reference
+        # fix (correction_coef), the fix's tokens weighted 5x (fix_weight), with 3 random train pairs
         # rehearsed in each corrective-only step (rehearsal_pairs: held-out fixes were forgotten
-        # without). Training passes run under bf16 autocast where the CPU has native bf16
-        # (generation stays float32).
+        # without, and with 2 in 3 steps). Training passes run under bf16 autocast where the CPU
+        # has native bf16 (generation stays float32).
         {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 1e-4,
-         "episodes_per_cycle": 6, "turns": 1, "minibatch": 4, "nocturnal_steps": 2, "correction_steps": 4,
-         "rehearsal_pairs": 2,
-         "max_new_tokens": 192, "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None},
+         "episodes_per_cycle": 6, "turns": 1, "minibatch": 4, "nocturnal_steps": 2, "correction_steps": 3,
+         "rehearsal_pairs": 3,
+         "max_new_tokens": 176, "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None},
         "the default model on the CPU, 2 arms x 2 seeds x 3 cycles in 2 parallel jobs: the goal is under 20 "
         "minutes on a 2-core laptop (README: as measured)", jobs=2),
     "paper": Profile(

@@ -430,7 +430,7 @@ def train(
 
 @app.command("bench")
 def bench(
-    profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, ~20 min on 2 cores), "
+    profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, ~18 min on 2 cores), "
                                 "paper (all arms x 5 seeds, for a GPU node)"),
     arms: Optional[str] = typer.Option(None, help="comma-separated arms (default: the profile's)"),
     seeds: Optional[int] = typer.Option(None, help="number of seeds, 0..N-1 (default: the profile's)"),

@@ -9,7 +9,7 @@
 # MAGIC measured numbers. This is `cosmocore bench` as notebook cells.
 # MAGIC
 # MAGIC Profiles: `smoke` (tiny random model, seconds: only shows the plumbing), `quick` (the default
-# MAGIC model SmolLM2-135M on the `quick` suite: about 20 minutes on a 2-core CPU in 2 parallel jobs), `paper` (all five
+# MAGIC model SmolLM2-135M on the `quick` suite: about 18 minutes on a 2-core CPU in 2 parallel jobs), `paper` (all five
 # MAGIC arms x 5 seeds on the `standard` suite: size it for a GPU node). Training runs on this driver
 # MAGIC (its GPU when it has one); the cluster's executors are not used for it.
 # MAGIC
