@@ -82,8 +82,8 @@ class Generation:
     entropy: list[float]
     text: str
     code: str
-    # mean final hidden state over the prompt, from this reply's own prefill (float32): what
-    # ``prompt_states`` would compute, for the critic and the tagger; None when not captured
+    # mean final hidden state over the prompt, from this reply's own prefill (generation's
+    # numerics: no autocast), for the critic and the tagger; None when not captured
     prompt_state: list[float] | None = None
 
 
@@ -555,7 +555,7 @@ class Policy:
                 past = None  # prompts that come back: their keys and values from the frozen blocks' cache
                 if keep_prompts and self._frozen is not None and min(len(p) for p in prompts) >= 2:
                     past = self._frozen.prompt_cache(self.model, input_ids, attention_mask, _positions(attention_mask))
-                with self._prefill_states(input_ids.shape) if past is None else contextlib.nullcontext([]) as prefill:
+                with self._prefill_states(attention_mask) if past is None else contextlib.nullcontext([]) as prefill:
                     out = self.model.generate(
                         input_ids=input_ids,
                         attention_mask=attention_mask,
@@ -564,7 +564,7 @@ class Policy:
                     )
         finally:
             self.model.train(was_training)
-        states = _masked_mean(prefill[0], attention_mask).cpu().tolist() if prefill else [None] * len(prompts)
+        states = prefill[0].cpu().tolist() if prefill else [None] * len(prompts)
         new_tokens = out.sequences[:, input_ids.shape[1]:]
         steps = len(out.logits)
         logprobs = torch.zeros((len(prompts), steps))
@@ -596,27 +596,28 @@ class Policy:
         return results
 
     @contextlib.contextmanager
-    def _prefill_states(self, shape: torch.Size) -> Iterator[list[torch.Tensor]]:
-        """While ``generate`` runs: the final norm's output on the whole prompt batch (its first
-        call, the prefill), so the prompt states need no second pass over the prompts. Empty if
-        the model has no final ``norm`` on its decoder or the first call was not the whole batch.
+    def _prefill_states(self, attention_mask: torch.Tensor) -> Iterator[list[torch.Tensor]]:
+        """While ``generate`` runs: each prompt's mean final hidden state ``[B,H]`` (float32),
+        pooled from the final norm's first output (the prefill over the whole prompt batch), so
+        the prompt states need no second pass over the prompts. Empty if the decoder has no final
+        ``norm`` or its first output was not the whole batch (e.g. a chunked prefill).
         Hand-written: ``generate(output_hidden_states=True)`` would keep every layer of every step."""
-        seen: list[torch.Tensor] = []
+        kept: list[torch.Tensor] = []
+        calls = 0
         norm = getattr(self.model.get_decoder(), "norm", None)
 
         def first_call(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> None:
-            if not seen:
-                seen.append(output)
+            nonlocal calls
+            calls += 1
+            if calls == 1 and output.shape[:2] == attention_mask.shape:
+                kept.append(_masked_mean(output, attention_mask))
 
         handle = norm.register_forward_hook(first_call) if isinstance(norm, torch.nn.Module) else None
-        kept: list[torch.Tensor] = []
         try:
             yield kept
         finally:
             if handle is not None:
                 handle.remove()
-        if seen and seen[0].shape[:2] == shape:
-            kept.append(seen[0])
 
     # ---- recomputation (the loss side) ------------------------------------------------------
 

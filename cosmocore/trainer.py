@@ -420,11 +420,17 @@ class Trainer:
 
     def _shared_day_path(self, tasks: list[Task]) -> Path | None:
         """Where cycle 1's day is kept beside the warm start it sampled from, keyed by that warm
-        start, the day settings, the drawn tasks and the RNG state sampling starts from."""
-        if not self.cfg.warmup_cache:
+        start (its settings and its trained weights), the day settings, the drawn tasks and the
+        RNG state sampling starts from."""
+        if not self.cfg.warmup_cache or self.device.type not in ("cpu", "cuda"):  # generators _rng_state knows
             return None
         cfg = self.cfg
-        ident = {"warmup": self._warmup_key(), "warmed_up": self.warmed_up, "turns": cfg.turns,
+        weights = hashlib.sha256()  # what it sampled from, whatever put them there (a resume included)
+        for name, param in self.policy.model.named_parameters():
+            if param.requires_grad:
+                weights.update(name.encode())
+                weights.update(param.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        ident = {"v": 1, "warmup": self._warmup_key(), "weights": weights.hexdigest(), "turns": cfg.turns,
                  "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "timeout_s": cfg.timeout_s,
                  "tasks": [[t.id, t.buggy_code] for t in tasks], "rng": _rng_state(self.device)}
         key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]

@@ -363,6 +363,16 @@ def test_cycle1_day_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tas
         trainer = Trainer(cfg, lambda *e: events.append(e), sandbox=sandbox)
         trainer.warmup_cached() if cache else trainer.warmup()
         trainer.cycle = 1
+        if not results:  # weights from elsewhere (a resume, other warm-start settings): another key
+            probe = trainer.train_tasks[:2]
+            before = trainer._shared_day_path(probe)
+            param = next(p for p in trainer.policy.model.parameters() if p.requires_grad)
+            saved = param.detach().clone()
+            with torch.no_grad():
+                param.add_(1e-3)
+                assert trainer._shared_day_path(probe) != before
+                param.copy_(saved)
+            assert trainer._shared_day_path(probe) == before
         events.clear()
         record = trainer.day()
         assert events[-1] == ("day", cfg.turns, cfg.turns)  # read or sampled, the day bar completes
