@@ -328,23 +328,32 @@ def test_checkpoint_keeps_only_the_trained_blocks_and_resume_restores_them(tmp_p
     resumed.close()
 
 
-def test_cycle0_evaluation_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tasks) -> None:
-    """The arms of a seed start from one warm start, so the second arm reads the first's cycle-0
-    evaluation: rows under its own run id, the same outcomes as evaluating again."""
-    kw = dict(warmup_sft=2, sft_batch=2, sft_lr=1e-3, warmup_cache=str(tmp_path / "warm"), eval_turns=1)
-    results = []
+def _arms_of_a_seed(tmp_path: Path, sandbox, kw: dict):
+    """(arm, cfg, warmed-up trainer, its progress events) for cosmocore and uniform sharing one
+    ``warmup_cache``, then uniform without it: what the arms of a seed in a bench look like."""
     for arm, cache in (("cosmocore", True), ("uniform", True), ("uniform", False)):
         cfg = _cfg(tmp_path / f"{arm}-{cache}", arm=arm, **{**kw, **({} if cache else {"warmup_cache": None})})
         events: list[tuple] = []
         trainer = Trainer(cfg, lambda *e: events.append(e), sandbox=sandbox)
         trainer.warmup_cached() if cache else trainer.warmup()
+        try:
+            yield arm, cfg, trainer, events
+        finally:
+            trainer.close()
+
+
+def test_cycle0_evaluation_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tasks) -> None:
+    """The arms of a seed start from one warm start, so the second arm reads the first's cycle-0
+    evaluation: rows under its own run id, the same outcomes as evaluating again."""
+    kw = dict(warmup_sft=2, sft_batch=2, sft_lr=1e-3, warmup_cache=str(tmp_path / "warm"), eval_turns=1)
+    results = []
+    for arm, cfg, trainer, events in _arms_of_a_seed(tmp_path, sandbox, kw):
         events.clear()
         record = trainer.evaluate()
         assert events[-1] == ("eval", 1, 1)  # read from the cache or decoded, the eval bar completes
         rows = Store.open(cfg.store).read_evaluations(columns=["run_id", "arm", "task_id", "outcome", "reward"]).to_pylist()
         assert {r["run_id"] for r in rows} == {cfg.run_id} and {r["arm"] for r in rows} == {arm}
         results.append((record, sorted((r["task_id"], r["outcome"], r["reward"]) for r in rows)))
-        trainer.close()
     (first, rows_a), (second, rows_b), (fresh, rows_c) = results
     assert "eval_cached" not in first and second["eval_cached"] is True and "eval_cached" not in fresh
     assert rows_a == rows_b == rows_c and len(rows_a) == len([t for t in smoke_tasks if t.split == "eval"])
@@ -357,11 +366,7 @@ def test_cycle1_day_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tas
     left: the same episodes and the same generator afterwards as sampling them itself."""
     kw = dict(warmup_sft=2, sft_batch=2, sft_lr=1e-3, warmup_cache=str(tmp_path / "warm"))
     results = []
-    for arm, cache in (("cosmocore", True), ("uniform", True), ("uniform", False)):
-        cfg = _cfg(tmp_path / f"{arm}-{cache}", arm=arm, **{**kw, **({} if cache else {"warmup_cache": None})})
-        events: list[tuple] = []
-        trainer = Trainer(cfg, lambda *e: events.append(e), sandbox=sandbox)
-        trainer.warmup_cached() if cache else trainer.warmup()
+    for arm, cfg, trainer, events in _arms_of_a_seed(tmp_path, sandbox, kw):
         trainer.cycle = 1
         if not results:  # weights from elsewhere (a resume, other warm-start settings): another key
             probe = trainer.train_tasks[:2]
@@ -385,7 +390,6 @@ def test_cycle1_day_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tas
         results.append((record, episodes, torch.get_rng_state(), torch.rand(3)))
         trainer.cycle = 2  # a later day is the arm's own: never read from the cache
         assert "day_cached" not in trainer.day()
-        trainer.close()
     (first, ep_a, rng_a, _), (second, ep_b, rng_b, draw_b), (fresh, ep_c, rng_c, draw_c) = results
     assert "day_cached" not in first and second["day_cached"] is True and "day_cached" not in fresh
     assert any(turn == 2 for _, turn, *_ in ep_a)  # a self-correction turn went through the cache too
