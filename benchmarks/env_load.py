@@ -27,8 +27,8 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.env_throughput import mix  # noqa: E402
-from miniworld import catalog  # noqa: E402
-from miniworld.sandbox import Sandbox  # noqa: E402
+from miniworld.suites import catalog  # noqa: E402
+from miniworld.sandbox.spark_sandbox import Sandbox  # noqa: E402
 
 TIMEOUT_S = 5.0
 #: Fewer deliberate timeouts than the throughput mix: each holds a worker for the whole deadline,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from miniworld import catalog  # noqa: E402
+from miniworld.suites import catalog  # noqa: E402
 from miniworld.checks import check_dataset, outcome_of  # noqa: E402
-from miniworld.sandbox import Sandbox, _gate  # noqa: E402
+from miniworld.sandbox.spark_sandbox import Sandbox, _gate  # noqa: E402
 from miniworld.task import Task  # noqa: E402
 
 TIMEOUT_S = 2.0

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.train_throughput import _timed, make_rows, nocturnal_trainer, nocturnal_update, task_messages  # noqa: E402
-from cosmocore.policy import Policy  # noqa: E402
-from cosmocore.trainer import TrainConfig, native_bf16  # noqa: E402
+from cosmocore.model.policy import Policy  # noqa: E402
+from cosmocore.train.trainer import TrainConfig, native_bf16  # noqa: E402
 
 log = logging.getLogger("frozen_cache")
 

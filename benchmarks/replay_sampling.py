@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from cosmocore.buffer import ReplayBuffer  # noqa: E402
-from cosmocore.config import BufferConfig  # noqa: E402
+from cosmocore.memory.buffer import ReplayBuffer  # noqa: E402
+from cosmocore.memory.config import BufferConfig  # noqa: E402
 
 
 def _rate(step: Callable[[], None], batch: int, seconds: float) -> float:

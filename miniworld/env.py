@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from miniworld import catalog
+from miniworld.suites import catalog
 from miniworld.extract import extract_code
-from miniworld.sandbox import Result, Sandbox
+from miniworld.sandbox.spark_sandbox import Result, Sandbox
 from miniworld.task import Task, messages, prompt
 
 

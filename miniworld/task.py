@@ -35,7 +35,7 @@ class Task:
     buggy_code: str
     datasets: tuple[Dataset, ...]
     expected: tuple[Expected, ...] | None = field(default=None, compare=False)
-    # plain-Python tasks (HumanEval, see miniworld.humaneval): the function to write and its test
+    # plain-Python tasks (HumanEval, see miniworld.suites.humaneval): the function to write and its test
     kind: str = "pyspark"  # "pyspark" | "python"
     entry_point: str = ""
     test_code: str = field(default="", repr=False)
@@ -43,7 +43,7 @@ class Task:
     @property
     def checks_total(self) -> int:
         if self.kind == "python":  # one check per top-level assert statement of the test
-            from miniworld.pyrunner import split_checks
+            from miniworld.sandbox.python_child import split_checks
 
             return sum(is_check for _, is_check in split_checks(self.test_code)[1])
         return len(check_names(self.ordered)) * len(self.datasets)
@@ -78,7 +78,7 @@ SYSTEM_PROMPT = (
 def prompt(task: Task, attempts: list[tuple[str, str]] | None = None) -> str:
     """The user message for a turn; ``attempts`` are earlier (code, feedback) pairs."""
     if task.kind == "python":
-        from miniworld.humaneval import prompt as python_prompt
+        from miniworld.suites.humaneval import prompt as python_prompt
 
         return python_prompt(task, attempts)
     schemas = "\n".join(f"- `{name}`: {ddl}" for name, ddl in task.inputs.items())
@@ -101,7 +101,7 @@ def attempts_text(attempts: list[tuple[str, str]] | None, ask: str) -> str:
 def messages(task: Task, attempts: list[tuple[str, str]] | None = None) -> list[dict]:
     """Chat-template messages for a turn."""
     if task.kind == "python":
-        from miniworld.humaneval import SYSTEM_PROMPT as PYTHON_SYSTEM_PROMPT
+        from miniworld.suites.humaneval import SYSTEM_PROMPT as PYTHON_SYSTEM_PROMPT
 
         return [{"role": "system", "content": PYTHON_SYSTEM_PROMPT}, {"role": "user", "content": prompt(task, attempts)}]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt(task, attempts)}]

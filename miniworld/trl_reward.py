@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from miniworld.sandbox import Sandbox
+from miniworld.sandbox.spark_sandbox import Sandbox
 from miniworld.task import Task, messages
 
 

@@ -43,7 +43,7 @@
 
 # COMMAND ----------
 
-from cosmocore.notebook import Notebook
+from cosmocore.cli.notebook import Notebook
 
 nb = Notebook(globals())
 SUITE = nb.param("suite", "quick", smoke="smoke", help="task suite")
@@ -66,7 +66,7 @@ nb.settings()
 
 # COMMAND ----------
 
-from miniworld import catalog
+from miniworld.suites import catalog
 
 box = nb.sandbox(SPARK_REMOTE)
 suite = catalog.load_suite(SUITE)
@@ -142,7 +142,7 @@ assert results["buggy"].outcome != "correct" and results["hostile"].outcome == "
 
 # COMMAND ----------
 
-from cosmocore.policy import Policy
+from cosmocore.model.policy import Policy
 from miniworld.task import messages
 
 policy = Policy.load(MODEL, seed=0)

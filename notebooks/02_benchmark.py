@@ -43,8 +43,8 @@
 
 from pathlib import Path
 
-from cosmocore import bench
-from cosmocore.notebook import Notebook
+from cosmocore.bench import bench
+from cosmocore.cli.notebook import Notebook
 
 nb = Notebook(globals())
 PROFILE = nb.param("profile", "quick", smoke="smoke", help="smoke, quick or paper")
@@ -107,8 +107,8 @@ print(f"trained {len(trained)} run(s) in {time.monotonic() - started:.0f}s: {', 
 
 # COMMAND ----------
 
-from cosmocore import report
-from cosmocore.report_format import fmt, fmt_ci, pct
+from cosmocore.report import report
+from cosmocore.report.format import fmt, fmt_ci, pct
 
 rep = report.build(run_dir)
 print(report.headline(rep))
@@ -144,7 +144,7 @@ nb.show_images(run_dir / rel for rel in rep["plots"].values())
 # COMMAND ----------
 
 if MLFLOW_EXPERIMENT:
-    from cosmocore import mlflow_log
+    from cosmocore.report import mlflow_log
 
     mlflow = mlflow_log.require()
     uri = mlflow.get_tracking_uri() if nb.on_databricks else None  # None: MLFLOW_TRACKING_URI or the run dir

@@ -57,9 +57,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cosmocore import bench
-from cosmocore.notebook import Notebook
-from cosmocore.trainer import ARMS, TrainConfig
+from cosmocore.bench import bench
+from cosmocore.cli.notebook import Notebook
+from cosmocore.train.trainer import ARMS, TrainConfig
 
 nb = Notebook(globals())
 profile = bench.PROFILES["smoke" if nb.smoke else "quick"]
@@ -94,7 +94,7 @@ print(f"\nrun directory {run_dir}; store {cfg.store}")
 
 # COMMAND ----------
 
-from cosmocore.trainer import Trainer
+from cosmocore.train.trainer import Trainer
 
 box = nb.sandbox(SPARK_REMOTE, workers=cfg.workers, timeout_s=cfg.timeout_s)
 trainer = Trainer(cfg, lambda phase, done, total: None, sandbox=box)
@@ -113,7 +113,7 @@ print(f"run {trainer.cfg.run_id}: {cfg.model} ({trainer.policy.num_parameters() 
 
 import os
 
-from cosmocore import mlflow_log
+from cosmocore.report import mlflow_log
 
 try:
     import mlflow
@@ -183,7 +183,7 @@ print(f"run {summary['run_id']}: {summary['cycles_completed']} cycles, {summary[
 
 # COMMAND ----------
 
-from cosmocore.notebook import learning_curve
+from cosmocore.cli.notebook import learning_curve
 
 run_id = trainer.cfg.run_id
 nb.show(nb.read_delta(f"{str(trainer.store.uri).rstrip('/')}/evaluations", run_id=run_id,

@@ -23,7 +23,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sandbox(cache_dir):
     """A real local Spark Connect server (confined where the OS allows) and two workers."""
-    from miniworld.sandbox import Sandbox
+    from miniworld.sandbox.spark_sandbox import Sandbox
 
     box = Sandbox(workers=2, timeout_s=20.0)
     yield box
@@ -32,7 +32,7 @@ def sandbox(cache_dir):
 
 @pytest.fixture(scope="session")
 def smoke_suite(cache_dir):
-    from miniworld import catalog
+    from miniworld.suites import catalog
 
     return catalog.load_suite("smoke")
 
@@ -40,7 +40,7 @@ def smoke_suite(cache_dir):
 @pytest.fixture(scope="session")
 def smoke_tasks(sandbox, smoke_suite):
     """The smoke suite, verified on Spark (references run twice, mutants once)."""
-    from miniworld import catalog
+    from miniworld.suites import catalog
 
     tasks = catalog.load_tasks(smoke_suite, sandbox)
     assert tasks, "the smoke suite kept no task"

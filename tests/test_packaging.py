@@ -40,7 +40,7 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_carries_every_suite_and_the_entry_point(wheel) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    suites = {Path(n).name for n in names if n.startswith("miniworld/suites/")}
+    suites = {Path(n).name for n in names if n.startswith("miniworld/suites/files/")}
     assert suites == {p.name for p in (ROOT / "tasks").glob("*.yaml")}
     (entry,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "cosmocore = cosmocore.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
@@ -54,7 +54,7 @@ def test_installed_wheel_lists_the_smoke_suite(wheel, tmp_path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
                    check=True, capture_output=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"], "COSMOCORE_CACHE": str(tmp_path / "cache")}
-    where = subprocess.run([str(python), "-c", "import miniworld.catalog as c; print(c.SUITES_DIR)"],
+    where = subprocess.run([str(python), "-c", "import miniworld.suites.catalog as c; print(c.SUITES_DIR)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert Path(where.stdout.strip()).is_relative_to(env_dir), where.stdout  # not the checkout's tasks/
     out = subprocess.run([str(env_dir / "bin" / "cosmocore"), "tasks", "list", "--suite", "smoke", "--json"],

@@ -1,0 +1,1 @@
+"""The benchmark: arms x seeds x cycles, locally or spread over ranks."""

@@ -1,0 +1,565 @@
+"""The ``cosmocore`` command line (contract in DESIGN.md: commands, ``--json``, exit codes).
+
+Exit status: 0 done; 2 bad input (one line naming it); 1 internal error. ``--json`` prints one
+JSON object on stdout and nothing else there; logs and progress go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cosmocore.cli.buffer_cli import buffer_app
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="CosmoCore Mini-World: PySpark bug tasks and affective replay.")
+tasks_app = typer.Typer(no_args_is_help=True, help="Browse and verify Mini-World task suites.")
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(buffer_app, name="buffer", help="Inspect the replay buffer of a store.")
+
+err = Console(stderr=True)
+SPARK_REMOTE_HELP = "Spark Connect server to run candidates on (sc://host:port); default: a local one"
+
+
+class BadInput(Exception):
+    """Raised for user errors: printed as one line, exit status 2."""
+
+
+def _emit(payload: dict) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _line(text: str) -> None:
+    """One unwrapped line on stderr (rich would wrap it at the terminal width)."""
+    sys.stderr.write(" ".join(str(text).split()) + "\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Map exceptions to the exit-status contract."""
+    from miniworld.suites.catalog import SuiteError
+    from miniworld.sandbox.spark_sandbox import SparkUnavailable
+    from miniworld.sandbox.server import SparkStartError
+
+    try:
+        yield
+    except (BadInput, SuiteError, SparkStartError) as exc:
+        _line(f"error: {exc}")
+        raise typer.Exit(2)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130)
+    except SparkUnavailable as exc:  # not our bug and not bad input: the engine went away
+        _line(f"error: Spark is unavailable ({exc}); nothing unscored was stored: once Spark is back, "
+              "continue a train or bench run with --resume")
+        raise typer.Exit(1)
+    except Exception as exc:  # noqa: BLE001 - anything else is our bug: say so, exit 1
+        logging.getLogger("cosmocore").debug("internal error", exc_info=True)
+        _line(f"internal error: {type(exc).__name__}: {exc}")
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=False)
+
+
+def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0, kind: str = "pyspark"):
+    from miniworld.sandbox.spark_sandbox import Sandbox
+
+    if kind == "python":  # plain-Python suites (HumanEval) run in subprocesses: no Spark to start
+        from miniworld.sandbox.python_sandbox import PythonSandbox
+
+        return PythonSandbox(timeout_s=timeout_s)
+    if spark_remote is not None and not spark_remote.startswith("sc://"):
+        raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+    where = f"connecting sandbox workers to {spark_remote}" if spark_remote else \
+        "starting Spark (local Connect server and sandbox workers)"
+    with err.status(f"{where}..."):
+        box = Sandbox(spark_remote=spark_remote, timeout_s=timeout_s)
+    for warning in box.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    return box
+
+
+def _verified_tasks(suite_name: str, spark_remote: Optional[str], box=None):
+    """Verified tasks of a suite, verifying (and caching) on first use, on ``box`` if given."""
+    from miniworld.suites import catalog
+
+    suite = catalog.load_suite(suite_name)
+    cached = catalog.load_cached(suite)
+    if cached is not None:
+        return suite, cached
+    err.print(f"suite {suite.name!r} is not verified on this machine yet: verifying it once (cached after)")
+    own = box is None
+    box = box or _sandbox(spark_remote, kind=suite.task_kind)
+    try:
+        with _progress() as bar:
+            job = bar.add_task(f"verifying {suite.name}", total=None)
+            report = catalog.verify(suite, box, lambda done, total: bar.update(job, completed=done, total=total))
+    finally:
+        if own:
+            box.close()
+    catalog.save_cache(suite, report, catalog.generate(suite))
+    return suite, report.kept
+
+
+def _find_task(task_id: str, suite_name: Optional[str]):
+    """A generated task by id, in the given suite or else in any suite."""
+    from miniworld.suites import catalog
+
+    # Task ids repeat across suites (same family, bug class, k): without --suite, the default
+    # suite decides, then the others in name order.
+    names = [suite_name] if suite_name else sorted(catalog.suite_names(), key=lambda n: (n != "standard", n))
+    for name in names:
+        try:
+            suite = catalog.load_suite(name)
+        except catalog.SuiteError:
+            if suite_name:
+                raise
+            continue  # one broken user suite file must not hide every other suite's tasks
+        if suite.task_kind == "python":  # HumanEval ids also without the slash (HumanEval_0)
+            from miniworld.suites.humaneval import find
+
+            task = find(catalog.generate(suite), task_id)
+            if task is not None:
+                return suite, task
+            continue
+        for task in catalog.generate(suite):
+            if task.id == task_id:
+                return suite, task
+    where = f"suite {suite_name!r}" if suite_name else "any suite"
+    raise BadInput(f"unknown task {task_id!r} (not in {where}; see `cosmocore tasks list`)")
+
+
+@tasks_app.command("list")
+def tasks_list(
+    suite: str = typer.Option("standard", help="suite name (tasks/NAME.yaml) or path to a suite YAML"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """List the verified tasks of a suite."""
+    with _errors():
+        s, tasks = _verified_tasks(suite, spark_remote)
+        if json_out:
+            _emit({"suite": s.name, "tasks": [t.summary() for t in tasks]})
+            return
+        table = Table(title=f"suite {s.name}: {len(tasks)} tasks")
+        for col in ("id", "family", "bug_class", "split"):
+            table.add_column(col)
+        for t in tasks:
+            table.add_row(t.id, t.family, t.bug_class, t.split)
+        Console().print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(
+    task_id: str = typer.Argument(..., help="task id, e.g. orders_enrichment.join_type.0"),
+    suite: Optional[str] = typer.Option(None, help="suite to look in (default: every suite)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Show one task: spec, inputs, buggy and reference code."""
+    with _errors():
+        from miniworld.suites import catalog
+
+        s, task = _find_task(task_id, suite)
+        cached = catalog.load_cached(s)
+        verified = None if cached is None else any(t.id == task.id for t in cached)
+        payload = {**task.to_json(), "suite": s.name, "verified": verified}
+        if json_out:
+            _emit(payload)
+            return
+        out = Console()
+        out.rule(f"{task.id}  [{task.split}]")
+        out.print(task.spec, markup=False)
+        for name, ddl in task.inputs.items():
+            out.print(f"  {name}: {ddl}", markup=False)
+        out.rule("buggy code")
+        out.print(task.buggy_code, markup=False)
+        out.rule("reference code")
+        out.print(task.reference_code, markup=False)
+
+
+@tasks_app.command("verify")
+def tasks_verify(
+    suite: str = typer.Option("standard", help="suite name or path to a suite YAML"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Run every reference and mutant on Spark; keep observable tasks; cache the result."""
+    with _errors():
+        from miniworld.suites import catalog
+
+        s = catalog.load_suite(suite)
+        with _sandbox(spark_remote, kind=s.task_kind) as box, _progress() as bar:
+            job = bar.add_task(f"verifying {s.name}", total=None)
+            report = catalog.verify(s, box, lambda done, total: bar.update(job, completed=done, total=total))
+        path = catalog.save_cache(s, report, catalog.generate(s))
+        payload = report.to_json(s)
+        if json_out:
+            _emit(payload)
+        else:
+            err.print(f"suite {s.name}: {payload['tasks']} tasks verified over {payload['families']} families "
+                      f"and {payload['bug_classes']} bug classes ({payload['train']} train, {payload['eval']} eval); "
+                      f"{payload['discarded_unobservable']} unobservable mutants discarded; cache {path}")
+            for failure in report.failures:
+                err.print(f"failure: {failure}", markup=False)
+        if report.failures:
+            raise typer.Exit(1)
+
+
+@tasks_app.command("import")
+def tasks_import(
+    file: Path = typer.Argument(..., help="Python file with your PySpark transformation (parsed, never executed here)"),
+    function: Optional[str] = typer.Option(None, help="function to import (default: the only DataFrame function)"),
+    suite: str = typer.Option("imported", help="suite NAME (in $COSMOCORE_SUITES or ~/.local/share/cosmocore/suites) "
+                              "or a path ending in .yaml"),
+    sample: list[str] = typer.Option([], "--sample", help="ARG=FILE (.csv/.json/.parquet): real rows, and the "
+                                     "schema, of one DataFrame parameter (repeatable)"),
+    force: bool = typer.Option(False, "--force", help="replace the family if the suite already has it"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Turn your own DataFrame function into tasks: inject bugs, keep the observable ones, write a suite."""
+    with _errors():
+        from miniworld.suites import importer, user_suites
+
+        samples = {}
+        for item in sample:
+            arg, sep, path = item.partition("=")
+            if not sep or not arg or not path:
+                raise BadInput(f"--sample {item!r}: expected ARG=FILE")
+            samples[arg.strip()] = Path(path)
+        analysis = importer.analyse(file, function, samples)
+        family = importer.build_family(analysis, f"{file.name}:{analysis.function}")
+        user_suites.check_target(suite, family.FAMILY, force)  # before Spark starts
+        with _sandbox(spark_remote) as box, _progress() as bar:
+            job = bar.add_task(f"verifying mutants of {analysis.function}", total=None)
+            result = user_suites.import_family(analysis, family, suite, box, force,
+                                               lambda done, total: bar.update(job, completed=done, total=total))
+        payload = result.to_json()
+        if json_out:
+            _emit(payload)
+            return
+        classes = ", ".join(f"{c} {n}" for c, n in payload["bug_classes"].items())
+        err.print(f"{payload['function']}: {payload['tasks']} tasks ({payload['train']} train, {payload['eval']} eval) "
+                  f"over {len(payload['bug_classes'])} bug classes [{classes}]; "
+                  f"{payload['discarded_unobservable']} unobservable mutants discarded", markup=False)
+        ref = suite if suite.endswith((".yaml", ".yml")) else payload["suite"]
+        err.print(f"suite {payload['suite']!r} written to {payload['path']}: try `cosmocore tasks list --suite "
+                  f"{ref}` or `cosmocore bench --suite {ref}`", markup=False)
+
+
+@app.command("run")
+def run(
+    file: Path = typer.Argument(..., help="Python file defining transform(...)"),
+    task: str = typer.Option(..., "--task", help="task id"),
+    suite: Optional[str] = typer.Option(None, help="suite the task belongs to (default: search all)"),
+    timeout: float = typer.Option(30.0, help="wall-clock limit for the candidate, seconds"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Run a candidate program on a task and score it (a failing candidate is not an error)."""
+    with _errors():
+        if timeout <= 0:
+            raise BadInput(f"--timeout must be positive, got {timeout}")
+        try:
+            code = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read candidate file {str(file)!r}: {exc.strerror if isinstance(exc, OSError) else exc}")
+        s, found = _find_task(task, suite)
+        with _sandbox(spark_remote, timeout, kind=s.task_kind) as box:
+            _, tasks = _verified_tasks(s.source, spark_remote, box)
+            verified = next((t for t in tasks if t.id == found.id), None)
+            if verified is None:
+                raise BadInput(f"task {task!r} was discarded by verification (its bug is not observable)")
+            result = box.evaluate(verified, code, timeout)
+        if json_out:
+            _emit(result.to_json())
+            return
+        colour = "green" if result.outcome == "correct" else "red"
+        Console().print(f"[{colour}]{result.outcome}[/] reward {result.reward:.3f} "
+                        f"({result.checks_passed}/{result.checks_total} checks) in {result.duration_s:.2f}s")
+        Console().print(result.feedback, markup=False)
+
+
+@app.command("solve")
+def solve(
+    task: str = typer.Option(..., "--task", help="task id"),
+    model: str = typer.Option("smollm2-135m", help="smollm2-135m, tiny, or a Hugging Face id / local path"),
+    turns: int = typer.Option(2, help="attempts, each after the feedback of the last"),
+    suite: Optional[str] = typer.Option(None, help="suite the task belongs to (default: search all)"),
+    greedy: bool = typer.Option(True, help="greedy decoding (else sample at --temperature)"),
+    temperature: float = typer.Option(0.9, help="sampling temperature when not greedy"),
+    max_new_tokens: int = typer.Option(256, help="generation budget per attempt"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    seed: int = typer.Option(0, help="seed for sampling"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Let a model try a task with self-correction turns; show each attempt and its outcome."""
+    with _errors():
+        from cosmocore.model.policy import Policy, PolicyError
+        from miniworld.task import messages
+
+        if turns < 1:
+            raise BadInput(f"--turns must be >= 1, got {turns}")
+        s, found = _find_task(task, suite)
+        try:
+            with err.status(f"loading model {model}..."):
+                policy = Policy.load(model, device=device, seed=seed, temperature=temperature)
+        except PolicyError as exc:
+            raise BadInput(str(exc))
+        attempts: list[dict] = []
+        with _sandbox(spark_remote, kind=s.task_kind) as box:
+            _, tasks = _verified_tasks(s.source, spark_remote, box)
+            verified = next((t for t in tasks if t.id == found.id), None)
+            if verified is None:
+                raise BadInput(f"task {task!r} was discarded by verification (its bug is not observable)")
+            history: list[tuple[str, str]] = []
+            for turn in range(1, turns + 1):
+                with err.status(f"turn {turn}: generating..."):
+                    gen = policy.generate([messages(verified, history)], max_new_tokens=max_new_tokens, greedy=greedy)[0]
+                result = box.evaluate(verified, gen.code)
+                attempts.append({"turn": turn, "code": gen.code, "outcome": result.outcome, "reward": result.reward,
+                                 "checks_passed": result.checks_passed, "checks_total": result.checks_total,
+                                 "error": result.error, "feedback": result.feedback, "completion": gen.text})
+                if not json_out:
+                    out = Console()
+                    colour = "green" if result.outcome == "correct" else "red"
+                    out.rule(f"turn {turn}: [{colour}]{result.outcome}[/] reward {result.reward:.3f}")
+                    out.print(gen.code, markup=False)
+                    out.print(result.feedback, markup=False)
+                if result.outcome == "correct":
+                    break
+                history.append((gen.code, result.feedback))
+        if json_out:
+            _emit({"task": verified.id, "model": model, "attempts": attempts})
+
+
+@app.command("train")
+def train(
+    model: str = typer.Option("smollm2-135m", help="smollm2-135m, tiny, or a Hugging Face id / local path"),
+    arm: str = typer.Option("cosmocore", help="uniform, cosmocore, no_prioritization, no_pruning, cocos"),
+    suite: str = typer.Option("standard", help="task suite"),
+    cycles: int = typer.Option(10, help="day + night + eval cycles"),
+    seed: int = typer.Option(0, help="seed for tasks, sampling, init and replay"),
+    store: str = typer.Option("./store", help="Delta store URI"),
+    out: str = typer.Option("./runs/train", help="checkpoint and summary directory"),
+    resume: bool = typer.Option(False, help="continue from the checkpoint in --out"),
+    episodes_per_cycle: int = typer.Option(16, help="train tasks attempted per day phase"),
+    turns: int = typer.Option(2, help="attempts per task in the day phase"),
+    max_new_tokens: int = typer.Option(256, help="generation budget per attempt"),
+    nocturnal_steps: int = typer.Option(4, help="optimizer steps per night"),
+    minibatch: int = typer.Option(8, help="episodes per nocturnal minibatch"),
+    lr: float = typer.Option(1e-5, help="Adam learning rate"),
+    eval_tasks: int = typer.Option(0, help="held-out tasks per evaluation (0 = all)"),
+    warmup_sft: int = typer.Option(0, help="supervised warm-start steps on train-split (buggy -> reference) pairs"),
+    lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA adapters (default: on above ~1B parameters)"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object (the final summary)"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Train a policy: day phase (rollouts), nocturnal phase (replay + PPO), evaluation."""
+    with _errors():
+        from cosmocore.model.policy import PolicyError
+        from cosmocore.memory.store import StoreError
+        from cosmocore.train.trainer import Trainer, TrainConfig
+
+        if spark_remote is not None and not spark_remote.startswith("sc://"):
+            raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+        try:
+            cfg = TrainConfig(model=model, arm=arm, suite=suite, cycles=cycles, seed=seed, store=store, out=out,
+                              episodes_per_cycle=episodes_per_cycle, turns=turns, max_new_tokens=max_new_tokens,
+                              nocturnal_steps=nocturnal_steps, minibatch=minibatch, lr=lr, eval_tasks=eval_tasks,
+                              warmup_sft=warmup_sft, lora=lora, device=device, spark_remote=spark_remote)
+        except ValueError as exc:
+            raise BadInput(str(exc))
+        bar = _progress()
+        phases: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in phases:
+                phases[phase] = bar.add_task(phase, total=total)
+            bar.update(phases[phase], completed=done, total=total)
+
+        try:
+            with err.status(f"loading model {model}, Spark and the {suite} suite..."):
+                trainer = Trainer(cfg, progress)
+        except (PolicyError, StoreError) as exc:
+            raise BadInput(str(exc))
+        try:
+            if resume and trainer.resume():
+                err.print(f"resumed {trainer.cfg.run_id} at cycle {trainer.cycle}")
+            cycles_bar = bar.add_task("cycles", total=cfg.cycles, completed=max(trainer.cycle - 1, 0))
+
+            def on_cycle(r: dict) -> None:
+                bar.update(cycles_bar, completed=r["cycle"])
+                line = f"cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}"
+                if r["cycle"] == 0:  # the initial evaluation: no day, no night
+                    line += " (before training)"
+                else:
+                    line += (f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}, "
+                             f"entropy {r['entropy']:.3f}, approx_kl {r.get('approx_kl', float('nan')):.4f}, "
+                             f"clip {r.get('clip_frac', float('nan')):.3f}")
+                bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False, soft_wrap=True)
+
+            with bar:
+                summary = trainer.train(on_cycle)
+        finally:
+            trainer.close()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "summary.json").write_text(json.dumps(summary, default=str, indent=2))
+        if json_out:
+            _emit({k: v for k, v in summary.items() if k != "history"})
+        else:
+            err.print(f"run {summary['run_id']}: {summary['cycles_completed']} cycles, {summary['episodes']} episodes, "
+                      f"final eval hallucination rate {summary['final_hallucination_rate']}; checkpoint {summary['checkpoint']}")
+
+
+@app.command("bench")
+def bench(
+    profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, ~18 min on 2 cores), "
+                                "paper (all arms x 5 seeds, for a GPU node)"),
+    arms: Optional[str] = typer.Option(None, help="comma-separated arms (default: the profile's)"),
+    seeds: Optional[int] = typer.Option(None, help="number of seeds, 0..N-1 (default: the profile's)"),
+    cycles: Optional[int] = typer.Option(None, help="training cycles per run (default: the profile's)"),
+    model: Optional[str] = typer.Option(None, help="policy model (default: the profile's)"),
+    suite: Optional[str] = typer.Option(None, help="task suite (default: the profile's)"),
+    store: Optional[str] = typer.Option(None, help="Delta store URI (default: OUT/store)"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default: runs/bench-PROFILE-TIME)"),
+    resume: Optional[Path] = typer.Option(None, help="continue the bench in this run directory"),
+    jobs: Optional[int] = typer.Option(None, help="(arm, seed) runs trained in parallel processes (default: the "
+                                       "profile's: 2 for quick, else 1)"),
+    target: float = typer.Option(0.0, help="eval hallucination rate that counts as zero error"),
+    set_: list[str] = typer.Option([], "--set", help="trainer setting KEY=VALUE (repeatable), e.g. --set lr=2e-5"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    keep_checkpoints: bool = typer.Option(False, help="keep each finished run's checkpoint (GBs on real models)"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="log to MLflow (also when MLFLOW_TRACKING_URI is set)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object (where the report is, and its headline)"),
+    spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
+) -> None:
+    """Train every (arm, seed) of a profile, then write the bug-recurrence report."""
+    import os
+
+    with _errors():
+        from cosmocore.bench import bench as b
+        from cosmocore.model.policy import PolicyError
+        from cosmocore.memory.store import StoreError
+
+        if spark_remote is not None and not spark_remote.startswith("sc://"):
+            raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+        use_mlflow = mlflow or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+        if use_mlflow:
+            _mlflow_module()  # fail now, not after an hour of training
+        try:
+            if resume is not None:
+                given = {"--profile": profile != "quick", "--arms": arms, "--seeds": seeds, "--cycles": cycles,
+                         "--model": model, "--suite": suite, "--store": store, "--out": out, "--set": set_,
+                         "--target": target != 0.0, "--device": device}
+                clash = [k for k, v in given.items() if v]
+                if clash:
+                    raise BadInput(f"--resume continues the bench as it was started; drop {', '.join(clash)}")
+                run_dir = resume
+                cfg = b.load(run_dir)
+            else:
+                cfg = b.resolve(profile, arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None,
+                                seeds=seeds, cycles=cycles, model=model, suite=suite, store=store, target=target,
+                                device=device, train=b.parse_set(set_), keep_checkpoints=keep_checkpoints)
+                run_dir = out or Path("runs") / f"bench-{cfg.bench_id}"
+                b.create(cfg, run_dir)
+            err.print(f"bench {cfg.bench_id}: {cfg.model} on {cfg.suite}, arms {','.join(cfg.arms)}, "
+                      f"{len(cfg.seeds)} seed(s), {cfg.cycles} cycles; run directory {run_dir}")
+            bar = _progress()
+            total = bar.add_task("bench (training cycles)", total=len(cfg.runs()) * cfg.cycles)
+            done: dict[str, int] = {}
+            phases: dict[str, int] = {}
+
+            def progress(key: str, phase: str, n: int, of: int) -> None:
+                if phase == "cycle":
+                    done[key] = n
+                    bar.update(total, completed=sum(done.values()))
+                    return
+                if phase not in phases:
+                    phases[phase] = bar.add_task(phase, total=of)
+                bar.update(phases[phase], completed=n, total=of, description=f"{key} {phase}")
+
+            def on_record(key: str, r: dict) -> None:
+                line = f"{key} cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}"
+                line += " (before training)" if r["cycle"] == 0 else (
+                    f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}")
+                bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False, soft_wrap=True)
+
+            with bar:
+                b.run_bench(cfg, run_dir, progress, jobs=jobs, spark_remote=spark_remote, on_record=on_record)
+        except b.BenchError as exc:
+            raise BadInput(str(exc))
+        except (PolicyError, StoreError) as exc:
+            raise BadInput(str(exc))
+        except KeyboardInterrupt:
+            _line(f"interrupted: continue with `cosmocore bench --resume {run_dir}` (finished runs are kept)")
+            raise typer.Exit(130)
+        _write_report(run_dir, use_mlflow, json_out)
+
+
+@app.command("report")
+def report(
+    run_dir: Path = typer.Argument(..., help="a bench run directory"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="also log the bench to MLflow"),
+    json_out: bool = typer.Option(False, "--json", help="print report.json on stdout"),
+) -> None:
+    """(Re)write a bench's report.json, report.md, report.html and plots from its store."""
+    with _errors():
+        from cosmocore.bench import bench as b
+
+        try:
+            b.load(run_dir)
+        except b.BenchError as exc:
+            raise BadInput(str(exc))
+        if mlflow:
+            _mlflow_module()
+        _write_report(run_dir, mlflow, json_out)
+
+
+def _mlflow_module():
+    from cosmocore.report import mlflow_log
+
+    try:
+        mlflow_log.require()
+    except mlflow_log.MlflowMissing as exc:
+        raise BadInput(str(exc))
+    return mlflow_log
+
+
+def _write_report(run_dir: Path, use_mlflow: bool, json_out: bool) -> None:
+    from cosmocore.report import report as r
+
+    with err.status("writing the report..."):
+        rep = r.build(run_dir)
+    if use_mlflow:
+        _mlflow_module().log_bench(run_dir, rep)
+    if json_out:
+        _emit({"run_dir": str(run_dir), "report": str(run_dir / "report.html"), **rep})
+        return
+    sys.stderr.write(r.headline(rep) + "\n")  # plain: rich would re-wrap the lines
+    err.print(f"report: {run_dir / 'report.html'} (also report.md, report.json, plots/)", markup=False)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

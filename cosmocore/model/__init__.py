@@ -1,0 +1,1 @@
+"""The language model being trained: the policy and its frozen-block cache."""

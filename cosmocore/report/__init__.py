@@ -1,0 +1,1 @@
+"""Metrics from the store, the benchmark report (Markdown, HTML, plots) and MLflow logging."""

@@ -1,0 +1,1 @@
+"""The training cycle (day, tag, store, night, evaluate)."""

@@ -1,0 +1,1 @@
+"""Task suites: the suite files' catalog, the bug registry, HumanEval and users' imported pipelines."""
