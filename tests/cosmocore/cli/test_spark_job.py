@@ -13,7 +13,7 @@ from cosmocore.cli.spark_job import with_remote
 
 ROOT = Path(__file__).resolve().parents[3]
 SPARK_SUBMIT = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-JOB = ROOT / "cosmocore" / "spark_job.py"
+JOB = ROOT / "cosmocore" / "cli" / "spark_job.py"
 
 
 def spark_submit(*args: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
