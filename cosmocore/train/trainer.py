@@ -42,6 +42,7 @@ from cosmocore import atomic
 from cosmocore.memory.buffer import BIN_NAMES, SOURCE_DREAM, Batch, ReplayBuffer
 from cosmocore.memory.config import BufferConfig, TaggerConfig, option
 from cosmocore.memory.store import Store
+from cosmocore.model.generation import check_engine
 from cosmocore.memory.tagger import AffectiveTagger, ArousalNormaliser, Execution, Featurizer, roc_auc, valence_target
 from miniworld.suites import catalog
 from miniworld.sandbox.python_sandbox import open_sandbox
@@ -116,6 +117,9 @@ class TrainConfig:
                                         "and tagger features) of a float32 model; None = where the CPU has native "
                                         "bf16 (avx512_bf16/amx). Generation stays float32: SmolLM2-135M decoding "
                                         "under bf16 broke 4 of 6 answers into syntax errors")
+    engine: str = option("hf", "rollout engine for the day phase and evaluation: hf (transformers generate), torch "
+                         "(shared-prefix prefill + prompt-lookup drafts, same greedy tokens; see docs/ENGINES.md), vllm "
+                         "(CUDA, the .[vllm] extra)")
     workers: int = option(2, "sandbox workers")
     timeout_s: float = option(30.0, "wall-clock limit per candidate")
     device: str | None = option(None, "cpu, cuda, cuda:N (default: cuda when present)")
@@ -125,6 +129,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
             raise ValueError(f"unknown arm {self.arm!r} (known: {', '.join(ARMS)})")
+        check_engine(self.engine)
         for name in ("cycles", "episodes_per_cycle", "turns", "nocturnal_steps", "minibatch", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
@@ -273,6 +278,7 @@ class Trainer:
         suite = catalog.load_suite(cfg.suite)  # bad input fails before the model and Spark load
         self.policy = Policy.load(cfg.model, device=cfg.device, lora=cfg.lora, seed=cfg.seed,
                                   temperature=cfg.temperature)
+        self.policy.use_engine(cfg.engine)
         self.device = self.policy.device
         if cfg.train_layers:
             self.policy.train_top_layers(cfg.train_layers, cache_mb=cfg.frozen_cache_mb)
