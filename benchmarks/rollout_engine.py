@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_times, engine_times = [], []
     for r in range(args.rounds):
         base, t_hf = _timed(lambda: plain_generate(policy, prompts, args.new_tokens))
+        log.info("round %d: hf %.1f s", r, t_hf)
         gens, t_engine = _timed(lambda: policy.generate(msgs, max_new_tokens=args.new_tokens, greedy=True))
         hf_times.append(t_hf)
         engine_times.append(t_engine)

@@ -51,6 +51,28 @@ def common_prefix(rows: list[tuple[int, ...]]) -> int:
     return n
 
 
+def prefix_groups(rows: list[tuple[int, ...]], min_shared: int) -> list[tuple[int, list[int]]]:
+    """Rows grouped by a common prefix worth prefilling once: ``[(prefix length, row indices)]``.
+    Neighbours in sorted order join a group while they keep at least half of its prefix (and
+    ``min_shared`` tokens); every row keeps one token of its own (the last prompt token's logits
+    start the reply). A row alone, or a prefix under ``min_shared``, gets length 0."""
+    order = sorted(range(len(rows)), key=lambda i: rows[i])
+    groups: list[tuple[int, list[int]]] = []
+    for i in order:
+        if groups:
+            length, members = groups[-1]
+            lcp = common_prefix([rows[members[0]][:length], rows[i]])
+            if lcp >= max(min_shared, length // 2):
+                groups[-1] = (lcp, members + [i])
+                continue
+        groups.append((len(rows[i]), [i]))
+    out = []
+    for length, members in groups:
+        length = min(length, min(len(rows[m]) for m in members) - 1)
+        out.append((length if len(members) > 1 and length >= min_shared else 0, members))
+    return out
+
+
 class _Batch:
     """The rows still decoding: their key/value cache, which cache slots each row may attend to,
     the position its next token takes, and the token already chosen to come next."""
@@ -84,24 +106,43 @@ class TorchEngine:
     # ---- prefill ----------------------------------------------------------------------------
 
     def _prefill_shared(self, policy: Policy, prompts: list[list[int]]) -> tuple[_Batch, list[list[float]]]:
-        """The common prefix once (batch 1), each distinct prompt's suffix once (one batch),
-        then copied out to every row; also each prompt's mean final hidden state."""
+        """Each group's common prefix once (batch 1), each distinct prompt's suffix once (one
+        batch), then copied out to every row; also each prompt's mean final hidden state.
+        Rows are ``[pads | their group's prefix | pads | own suffix]``: keys carry their rotary
+        positions already, so where a prefix sits in the cache does not matter, only the mask."""
         decoder, head, dev = policy.model.get_decoder(), policy.model.get_output_embeddings(), policy.device
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-        shared = min(common_prefix(distinct), min(len(p) for p in distinct) - 1)
-        if shared < self.min_shared_prefix:
-            shared = 0
-        cache = DynamicCache(config=decoder.config)
+        groups = prefix_groups(distinct, self.min_shared_prefix)
+        shared = [0] * len(distinct)
+        for length, members in groups:
+            for u in members:
+                shared[u] = length
+        width = max(shared)
         total = torch.zeros((len(distinct), decoder.config.hidden_size), dtype=torch.float32, device=dev)
-        if shared:
-            ids = torch.tensor([distinct[0][:shared]], device=dev)
-            hidden = decoder(input_ids=ids, position_ids=torch.arange(shared, device=dev)[None],
-                             cache=cache, use_cache=True).last_hidden_state
-            total += hidden[0].float().sum(0)
-            cache.batch_repeat_interleave(len(distinct))
-        suffix, suffix_mask = left_pad([p[shared:] for p in distinct], policy.tokenizer.pad_token_id, dev)
-        mask = torch.cat([torch.ones((len(distinct), shared), dtype=torch.long, device=dev), suffix_mask], 1)
-        pos = shared + positions(suffix_mask)
+        prefix_mask = torch.zeros((len(distinct), width), dtype=torch.long, device=dev)
+        layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for length, members in groups:
+            if not length:
+                continue
+            part = DynamicCache(config=decoder.config)
+            ids = torch.tensor([distinct[members[0]][:length]], device=dev)
+            hidden = decoder(input_ids=ids, position_ids=torch.arange(length, device=dev)[None], cache=part,
+                             use_cache=True).last_hidden_state
+            rows = torch.tensor(members, device=dev)
+            total[rows] += hidden[0].float().sum(0)
+            prefix_mask[rows, width - length:] = 1
+            for j, layer in enumerate(part.layers):
+                if len(layers) <= j:
+                    shape = (len(distinct), *layer.keys.shape[1:2], width, layer.keys.shape[-1])
+                    layers.append((layer.keys.new_zeros(shape), layer.values.new_zeros(shape)))
+                layers[j][0][rows, :, width - length:] = layer.keys[0]
+                layers[j][1][rows, :, width - length:] = layer.values[0]
+        cache = DynamicCache(config=decoder.config)
+        for j, (keys, values) in enumerate(layers):
+            cache.update(keys, values, j)
+        suffix, suffix_mask = left_pad([p[n:] for p, n in zip(distinct, shared)], policy.tokenizer.pad_token_id, dev)
+        mask = torch.cat([prefix_mask, suffix_mask], 1)
+        pos = torch.tensor(shared, device=dev)[:, None] + positions(suffix_mask)
         hidden = decoder(input_ids=suffix, attention_mask=mask, position_ids=pos, cache=cache,
                          use_cache=True).last_hidden_state
         logits = head(hidden[:, -1])

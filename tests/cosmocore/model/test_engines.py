@@ -10,7 +10,7 @@ from cosmocore.model.generation import ENGINES, check_engine
 from cosmocore.model.policy import Policy
 from cosmocore.model.prompt_lookup import draft
 from cosmocore.model.stops import CodeBlockStop, stop_length
-from cosmocore.model.torch_engine import common_prefix
+from cosmocore.model.torch_engine import common_prefix, prefix_groups
 from miniworld.suites import catalog
 from miniworld.task import messages
 
@@ -129,3 +129,11 @@ def test_engine_names_are_checked(tiny):
     with pytest.raises(ValueError, match="'fast'"):
         tiny.use_engine("fast")
     assert tiny.engine == "hf"
+
+
+def test_prefix_groups_share_what_neighbours_share():
+    rows = [(1, 2, 3, 4, 5), (9, 9, 9, 1), (1, 2, 3, 4, 6), (9, 9, 9, 2), (7, 1)]
+    groups = {tuple(m): n for n, m in prefix_groups(rows, min_shared=2)}
+    assert groups == {(0, 2): 4, (1, 3): 3, (4,): 0}
+    assert prefix_groups([(1, 2, 3)] * 1, 1) == [(0, [0])]
+    assert prefix_groups([(1, 2, 3), (1, 2, 3)], 1) == [(2, [0, 1])]  # identical: one token each of their own
