@@ -305,6 +305,7 @@ def solve(
     max_new_tokens: int = typer.Option(256, help="generation budget per attempt"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
     seed: int = typer.Option(0, help="seed for sampling"),
+    engine: str = typer.Option("hf", help="rollout engine: hf, torch (faster on a CPU, same greedy tokens), vllm (CUDA)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
@@ -319,7 +320,8 @@ def solve(
         try:
             with err.status(f"loading model {model}..."):
                 policy = Policy.load(model, device=device, seed=seed, temperature=temperature)
-        except PolicyError as exc:
+                policy.use_engine(engine)
+        except (PolicyError, ValueError) as exc:
             raise BadInput(str(exc))
         attempts: list[dict] = []
         with _sandbox(spark_remote, kind=s.task_kind) as box:
@@ -370,6 +372,7 @@ def train(
     warmup_sft: int = typer.Option(0, help="supervised warm-start steps on train-split (buggy -> reference) pairs"),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA adapters (default: on above ~1B parameters)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    engine: str = typer.Option("hf", help="rollout engine: hf, torch (faster on a CPU, same greedy tokens), vllm (CUDA)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object (the final summary)"),
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
@@ -385,7 +388,8 @@ def train(
             cfg = TrainConfig(model=model, arm=arm, suite=suite, cycles=cycles, seed=seed, store=store, out=out,
                               episodes_per_cycle=episodes_per_cycle, turns=turns, max_new_tokens=max_new_tokens,
                               nocturnal_steps=nocturnal_steps, minibatch=minibatch, lr=lr, eval_tasks=eval_tasks,
-                              eval_split=eval_split, practice_tasks=practice_tasks, warmup_sft=warmup_sft, lora=lora, device=device, spark_remote=spark_remote)
+                              eval_split=eval_split, practice_tasks=practice_tasks, warmup_sft=warmup_sft, lora=lora,
+                              device=device, spark_remote=spark_remote, engine=engine)
         except ValueError as exc:
             raise BadInput(str(exc))
         bar = _progress()
@@ -425,6 +429,19 @@ def train(
                       f"rate {summary['final_hallucination_rate']}; checkpoint {summary['checkpoint']}")
 
 
+def _with_engine(train: dict, engine: str | None) -> dict:
+    """``--engine`` as the trainer setting it is (checked here: bad input before anything is written)."""
+    if engine is None:
+        return train
+    from cosmocore.model.generation import check_engine
+
+    try:
+        check_engine(engine)
+    except ValueError as exc:
+        raise BadInput(f"--engine: {exc}")
+    return {**train, "engine": engine}
+
+
 @app.command("bench")
 def bench(
     profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, 2 arms x 3 "
@@ -446,6 +463,7 @@ def bench(
                                              "figures) or dev (where settings are chosen)"),
     plan: bool = typer.Option(False, "--plan", help="print the resolved design and estimated wall time; run nothing"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    engine: Optional[str] = typer.Option(None, help="rollout engine: hf, torch, vllm (default: the profile's)"),
     keep_checkpoints: bool = typer.Option(False, help="keep each finished run's checkpoint (GBs on real models)"),
     mlflow: bool = typer.Option(False, "--mlflow", help="log to MLflow (also when MLFLOW_TRACKING_URI is set)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object (where the report is, and its headline)"),
@@ -469,7 +487,7 @@ def bench(
             if resume is not None:
                 given = {"--profile": profile != "quick", "--arms": arms, "--seeds": seeds, "--cycles": cycles,
                          "--model": model, "--suite": suite, "--store": store, "--out": out, "--set": set_,
-                         "--target": target != 0.0, "--device": device}
+                         "--target": target != 0.0, "--device": device, "--engine": engine}
                 given.update({"--eval-split": eval_split, "--plan": plan})
                 clash = [k for k, v in given.items() if v]
                 if clash:
@@ -480,7 +498,8 @@ def bench(
                 overrides = {**b.parse_set(set_), **({"eval_split": eval_split} if eval_split else {})}
                 cfg = b.resolve(profile, arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None,
                                 seeds=seeds, cycles=cycles, model=model, suite=suite, store=store, target=target,
-                                device=device, train=overrides, keep_checkpoints=keep_checkpoints)
+                                device=device, train=_with_engine(overrides, engine),
+                                keep_checkpoints=keep_checkpoints)
                 if plan:
                     _show_plan(cfg, b.default_jobs(profile) if jobs is None else jobs, json_out)
                     return

@@ -178,6 +178,7 @@ class Trainer:
         suite = catalog.load_suite(cfg.suite)  # bad input fails before the model and Spark load
         self.policy = Policy.load(cfg.model, device=cfg.device, lora=cfg.lora, seed=cfg.seed,
                                   temperature=cfg.temperature)
+        self.policy.use_engine(cfg.engine)
         self.device = self.policy.device
         if cfg.train_layers:
             self.policy.train_top_layers(cfg.train_layers, cache_mb=cfg.frozen_cache_mb)
