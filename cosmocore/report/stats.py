@@ -1,0 +1,176 @@
+"""Statistics for a paired benchmark with few seeds: the two-way (seeds x tasks) bootstrap of a
+paired difference, its minimum detectable effect, the interquartile mean and probability of
+improvement of rliable (Agarwal et al. 2021), and Kaplan-Meier summaries of censored
+cycles-to-zero-error.
+
+Why a hand-built resampling index here: ``scipy.stats.bootstrap`` resamples one axis of
+observations (optionally paired); a benchmark whose arms share seeds *and* tasks has two crossed
+random factors, and an interval that resamples only seeds treats the task sample as fixed
+(too narrow for generalisation claims). So the indices of both factors are drawn with numpy and
+the interval is the percentile interval of the resampled estimates; everything with a library
+implementation (quantiles, trimmed mean, Mann-Whitney U, Kaplan-Meier, the one-axis bootstrap,
+normal quantiles) comes from numpy/scipy. ``rliable`` itself is not used: its stratified
+bootstrap resamples runs within fixed tasks (the tasks are the strata, not a sample), and it
+would bring ``arch``, ``seaborn`` and ``absl`` for four formulas that scipy already has.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats as st
+
+LEVEL = 0.95
+POWER = 0.80
+RESAMPLES = 2000
+
+
+def mde(se: float | None, level: float = LEVEL, power: float = POWER) -> float | None:
+    """Minimum detectable effect of a two-sided test at ``level`` with ``power``, for an
+    estimate whose standard error is ``se``: (z_{1-alpha/2} + z_{power}) * se (2.80 se at 95%/80%).
+    A true difference smaller than this is more likely missed than found by this design."""
+    if se is None or not math.isfinite(se):
+        return None
+    return float((st.norm.ppf((1 + level) / 2) + st.norm.ppf(power)) * se)
+
+
+def _interval(estimates: np.ndarray, level: float) -> tuple[list[float], float]:
+    lo, hi = np.percentile(estimates, [50 * (1 - level), 50 * (1 + level)])
+    return [float(lo), float(hi)], float(np.std(estimates, ddof=1)) if len(estimates) > 1 else 0.0
+
+
+def _pooled(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Per seed (second-to-last axis) the pooled rate sum(num) / sum(den) over tasks (last
+    axis); NaN for a seed with no scored task."""
+    n, d = num.sum(axis=-1), den.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(d > 0, n / np.where(d > 0, d, 1), np.nan)
+
+
+def _mean_paired(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """Mean over seeds (last axis) of ra - rb, leaving out a seed undefined on either side."""
+    diff = ra - rb
+    ok = np.isfinite(diff)
+    k = ok.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(k > 0, np.where(ok, diff, 0.0).sum(axis=-1) / np.where(k > 0, k, 1), np.nan)
+
+
+def paired_two_way_bootstrap(arm: tuple[np.ndarray, np.ndarray], baseline: tuple[np.ndarray, np.ndarray],
+                             level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """Estimate and percentile interval of the paired difference of a pooled rate between two
+    arms. Each side is ``(num, den)``, two seeds x tasks arrays (the same task order on both
+    sides; 0/0 where a task was not scored): a seed's rate is sum(num) / sum(den) over its tasks
+    (errors / executions, recurrences / later attempts), and the estimate is the mean over seeds
+    of arm - baseline. Each resample draws seeds with replacement and, independently, tasks with
+    replacement, and uses the same draw for both arms and for every drawn seed: the tasks are one
+    sample shared by all seeds (a crossed design), so task-to-task spread enters the interval as
+    it enters the estimate. ``se`` is the resampled estimates' standard deviation; ``mde`` comes
+    from it."""
+    na, da = (np.asarray(x, dtype=float) for x in arm)
+    nb, db = (np.asarray(x, dtype=float) for x in baseline)
+    if not na.shape == da.shape == nb.shape == db.shape or na.ndim != 2:
+        raise ValueError(f"arm and baseline need equal 2-D (seeds x tasks) shapes, got {na.shape}, {nb.shape}")
+    n_seeds, n_tasks = na.shape
+    out: dict[str, Any] = {"estimate": None, "ci95": [None, None], "se": None, "mde": None,
+                           "n_seeds": 0, "n_tasks": int(n_tasks), "resamples": resamples}
+    per_seed = _pooled(na, da) - _pooled(nb, db)
+    out["n_seeds"] = int(np.isfinite(per_seed).sum())
+    if not out["n_seeds"]:
+        return out
+    out["estimate"] = float(np.nanmean(per_seed))
+    out["per_seed"] = [None if not np.isfinite(v) else float(v) for v in per_seed]
+    rng = np.random.default_rng(seed)
+    si = rng.integers(0, n_seeds, size=(resamples, n_seeds))[:, :, None]
+    ti = rng.integers(0, n_tasks, size=(resamples, n_tasks))[:, None, :]
+    est = _mean_paired(_pooled(na[si, ti], da[si, ti]), _pooled(nb[si, ti], db[si, ti]))
+    est = est[np.isfinite(est)]  # a draw holding only tasks its seeds lack has no value
+    if out["n_seeds"] < 2 or len(est) < 2:
+        return out
+    out["ci95"], out["se"] = _interval(est, level)
+    out["mde"] = mde(out["se"], level)
+    return out
+
+
+def paired_seed_bootstrap(arm: Sequence[float], baseline: Sequence[float], level: float = LEVEL,
+                          resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """The same summary for a per-seed metric (one number per run, such as cycles to zero
+    error): mean of arm - baseline over paired seeds, with ``scipy.stats.bootstrap``'s percentile
+    interval over seeds (one random factor, so scipy's one-axis resampling is the right tool)."""
+    a, b = np.asarray(arm, dtype=float), np.asarray(baseline, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = a[ok] - b[ok]
+    out: dict[str, Any] = {"estimate": None, "ci95": [None, None], "se": None, "mde": None,
+                           "n_seeds": int(len(d)), "n_tasks": None, "resamples": resamples}
+    if not len(d):
+        return out
+    out["estimate"] = float(d.mean())
+    if len(d) < 2:
+        return out
+    if np.all(d == d[0]):  # every resample gives the same mean: a point interval, no spread
+        out.update(ci95=[float(d[0])] * 2, se=0.0, mde=0.0)
+        return out
+    res = st.bootstrap((d,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
+                       random_state=np.random.default_rng(seed))
+    out["ci95"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    out["se"] = float(res.standard_error)
+    out["mde"] = mde(out["se"], level)
+    return out
+
+
+def iqm(values: Any) -> float | None:
+    """Interquartile mean (rliable's aggregate): the mean of the middle 50% of the finite
+    values (``scipy.stats.trim_mean`` cutting 25% at each end); robust to an outlier seed yet
+    less noisy than the median."""
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    return float(st.trim_mean(x, 0.25)) if len(x) else None
+
+
+def probability_of_improvement(arm: np.ndarray, baseline: np.ndarray, lower_is_better: bool = True) -> float | None:
+    """rliable's P(arm > baseline): for each task (column), the Mann-Whitney U statistic of the
+    arm's per-seed scores against the baseline's divided by n*m (the chance that a random run of
+    the arm beats a random run of the baseline, ties counting one half), averaged over tasks.
+    "Beats" means a lower score when ``lower_is_better`` (error rates, cycles)."""
+    a, b = np.atleast_2d(np.asarray(arm, float)), np.atleast_2d(np.asarray(baseline, float))
+    if lower_is_better:
+        a, b = -a, -b
+    per_task = []
+    for j in range(min(a.shape[1], b.shape[1])):
+        x, y = a[:, j][np.isfinite(a[:, j])], b[:, j][np.isfinite(b[:, j])]
+        if len(x) and len(y):
+            u = st.mannwhitneyu(x, y, alternative="two-sided").statistic  # U of x: #(x > y) + ties/2
+            per_task.append(u / (len(x) * len(y)))
+    return float(np.mean(per_task)) if per_task else None
+
+
+# ------------------------------------------------------------------ censored times
+def kaplan_meier(times: Sequence[int | None], budgets: Sequence[int] | int) -> dict[str, Any]:
+    """Kaplan-Meier summary of cycles-to-zero-error with right censoring: ``times[i]`` is run
+    i's cycle count, or None when it never reached zero within ``budgets[i]`` cycles (censored
+    there). ``scipy.stats.ecdf`` on ``CensoredData`` gives the survival curve S(t) = P(T > t).
+    ``km_median``: the smallest t with S(t) <= 0.5 (None when the curve never falls that low:
+    more than half the runs censored). ``restricted_mean``: the area under S(t) from 0 to the
+    largest budget (the mean of min(T, budget); equal to the plain mean of
+    ``budget if censored else T`` when every censoring is at that budget)."""
+    n = len(times)
+    budget_list = [int(budgets)] * n if isinstance(budgets, (int, np.integer)) else [int(b) for b in budgets]
+    out: dict[str, Any] = {"km_median": None, "restricted_mean": None, "horizon": max(budget_list, default=None),
+                           "survival": None}
+    if not n:
+        return out
+    obs = np.array([budget_list[i] if t is None else t for i, t in enumerate(times)], float)
+    cens = np.array([t is None for t in times])
+    res = st.ecdf(st.CensoredData.right_censored(obs, cens))
+    q, s = np.asarray(res.sf.quantiles, float), np.asarray(res.sf.probabilities, float)
+    below = np.nonzero(s <= 0.5 + 1e-12)[0]
+    out["km_median"] = float(q[below[0]]) if len(below) else None
+    tau = float(max(budget_list))
+    edges = np.concatenate([[0.0], q[q < tau], [tau]])
+    levels = np.concatenate([[1.0], s[q < tau]])  # S on [edges[i], edges[i+1])
+    out["restricted_mean"] = float(np.sum(np.diff(edges) * levels))
+    out["survival"] = {"t": [float(v) for v in q], "s": [float(v) for v in s]}
+    return out
