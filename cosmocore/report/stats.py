@@ -6,8 +6,8 @@ cycles-to-zero-error.
 Why a hand-built resampling index here: ``scipy.stats.bootstrap`` resamples one axis of
 observations (optionally paired); a benchmark whose arms share seeds *and* tasks has two crossed
 random factors, and an interval that resamples only seeds treats the task sample as fixed
-(too narrow for generalisation claims). So the indices of both factors are drawn with numpy and
-the interval is the percentile interval of the resampled estimates; everything with a library
+(too narrow for generalisation claims). So the indices of both factors are drawn with numpy
+(see ``paired_two_way_bootstrap`` for how the interval is formed from them); everything with a library
 implementation (quantiles, trimmed mean, Mann-Whitney U, Kaplan-Meier, the one-axis bootstrap,
 normal quantiles) comes from numpy/scipy. ``rliable`` itself is not used: its stratified
 bootstrap resamples runs within fixed tasks (the tasks are the strata, not a sample), and it
@@ -28,18 +28,15 @@ POWER = 0.80
 RESAMPLES = 2000
 
 
-def mde(se: float | None, level: float = LEVEL, power: float = POWER) -> float | None:
+def mde(se: float | None, level: float = LEVEL, power: float = POWER, df: float = math.inf) -> float | None:
     """Minimum detectable effect of a two-sided test at ``level`` with ``power``, for an
-    estimate whose standard error is ``se``: (z_{1-alpha/2} + z_{power}) * se (2.80 se at 95%/80%).
-    A true difference smaller than this is more likely missed than found by this design."""
+    estimate whose standard error is ``se``: (q_{1-alpha/2} + q_{power}) * se with Student-t
+    quantiles of ``df`` degrees of freedom (normal ones by default: 2.80 se at 95%/80%). A true
+    difference smaller than this is more likely missed than found by this design."""
     if se is None or not math.isfinite(se):
         return None
-    return float((st.norm.ppf((1 + level) / 2) + st.norm.ppf(power)) * se)
-
-
-def _interval(estimates: np.ndarray, level: float) -> tuple[list[float], float]:
-    lo, hi = np.percentile(estimates, [50 * (1 - level), 50 * (1 + level)])
-    return [float(lo), float(hi)], float(np.std(estimates, ddof=1)) if len(estimates) > 1 else 0.0
+    dist = st.norm if math.isinf(df) else st.t(df)
+    return float((dist.ppf((1 + level) / 2) + dist.ppf(power)) * se)
 
 
 def _pooled(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -61,37 +58,73 @@ def _mean_paired(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
 
 def paired_two_way_bootstrap(arm: tuple[np.ndarray, np.ndarray], baseline: tuple[np.ndarray, np.ndarray],
                              level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
-    """Estimate and percentile interval of the paired difference of a pooled rate between two
-    arms. Each side is ``(num, den)``, two seeds x tasks arrays (the same task order on both
-    sides; 0/0 where a task was not scored): a seed's rate is sum(num) / sum(den) over its tasks
-    (errors / executions, recurrences / later attempts), and the estimate is the mean over seeds
-    of arm - baseline. Each resample draws seeds with replacement and, independently, tasks with
-    replacement, and uses the same draw for both arms and for every drawn seed: the tasks are one
-    sample shared by all seeds (a crossed design), so task-to-task spread enters the interval as
-    it enters the estimate. ``se`` is the resampled estimates' standard deviation; ``mde`` comes
-    from it."""
+    """Estimate and 95% interval of the paired difference of a pooled rate between two arms.
+
+    Each side is ``(num, den)``, two seeds x tasks arrays in the same task order (0/0 where a
+    task was not scored): a seed's rate is sum(num) / sum(den) over its tasks (errors /
+    executions, recurrences / later attempts), and the estimate is the mean over seeds of
+    arm - baseline. Seeds and tasks are two crossed random factors (every seed scores the same
+    tasks, on both arms). Every resample uses one draw for both arms (pairing), and four
+    resampling schemes measure the variance: seeds only (``v_seeds``), tasks only, shared by all
+    seeds (``v_tasks``), tasks drawn anew within each seed (``v_nested``), and seeds and tasks
+    together (the "pigeonhole" bootstrap, whose percentile interval is ``ci95_pigeonhole``).
+    The pigeonhole bootstrap counts the seed x task noise once per factor, so with binary
+    outcomes (noise-dominated) it is too wide; the three one-factor variances solve for the
+    seed, task and cell components by moments, whose sum is ``se``^2, and ``ci95`` is
+    estimate +- t * se with Satterthwaite's degrees of freedom (``df``: near seeds - 1 when the
+    seed component dominates, large when the cell noise does). Simulated coverage is in
+    tests/cosmocore/report/test_stats.py. ``mde`` comes from ``se`` and ``df``."""
     na, da = (np.asarray(x, dtype=float) for x in arm)
     nb, db = (np.asarray(x, dtype=float) for x in baseline)
     if not na.shape == da.shape == nb.shape == db.shape or na.ndim != 2:
         raise ValueError(f"arm and baseline need equal 2-D (seeds x tasks) shapes, got {na.shape}, {nb.shape}")
     n_seeds, n_tasks = na.shape
-    out: dict[str, Any] = {"estimate": None, "ci95": [None, None], "se": None, "mde": None,
-                           "n_seeds": 0, "n_tasks": int(n_tasks), "resamples": resamples}
+    out: dict[str, Any] = {"estimate": None, "ci95": [None, None], "se": None, "mde": None, "df": None,
+                           "n_seeds": 0, "n_tasks": int(n_tasks), "resamples": resamples,
+                           "ci95_pigeonhole": [None, None], "components": None}
     per_seed = _pooled(na, da) - _pooled(nb, db)
     out["n_seeds"] = int(np.isfinite(per_seed).sum())
     if not out["n_seeds"]:
         return out
-    out["estimate"] = float(np.nanmean(per_seed))
-    out["per_seed"] = [None if not np.isfinite(v) else float(v) for v in per_seed]
+    out["estimate"] = est = float(np.nanmean(per_seed))
+    if out["n_seeds"] < 2:
+        return out
+
+    def resampled(si: np.ndarray, ti: np.ndarray) -> np.ndarray:
+        e = _mean_paired(_pooled(na[si, ti], da[si, ti]), _pooled(nb[si, ti], db[si, ti]))
+        return e[np.isfinite(e)]  # a draw holding only tasks its seeds lack has no value
+
     rng = np.random.default_rng(seed)
+    every_seed = np.broadcast_to(np.arange(n_seeds)[None, :, None], (resamples, n_seeds, 1))
+    every_task = np.broadcast_to(np.arange(n_tasks)[None, None, :], (resamples, 1, n_tasks))
     si = rng.integers(0, n_seeds, size=(resamples, n_seeds))[:, :, None]
     ti = rng.integers(0, n_tasks, size=(resamples, n_tasks))[:, None, :]
-    est = _mean_paired(_pooled(na[si, ti], da[si, ti]), _pooled(nb[si, ti], db[si, ti]))
-    est = est[np.isfinite(est)]  # a draw holding only tasks its seeds lack has no value
-    if out["n_seeds"] < 2 or len(est) < 2:
+    both = resampled(si, ti)
+    if len(both) < 2:
         return out
-    out["ci95"], out["se"] = _interval(est, level)
-    out["mde"] = mde(out["se"], level)
+    out["ci95_pigeonhole"] = [float(v) for v in np.percentile(both, [50 * (1 - level), 50 * (1 + level)])]
+    v_seeds = float(np.var(resampled(si, every_task), ddof=1))
+    v_tasks = float(np.var(resampled(every_seed, ti), ddof=1))
+    v_nested = float(np.var(resampled(every_seed, rng.integers(0, n_tasks, size=(resamples, n_seeds, n_tasks))),
+                            ddof=1))
+    r, c = n_seeds, n_tasks
+    if c > 1:  # v_tasks = task + cell, v_nested = task / r + cell, v_seeds = seed + cell
+        task = max((v_tasks - v_nested) * r / (r - 1), 0.0)
+        cell = max(v_tasks - task, 0.0)
+    else:  # one task: nothing to resample but seeds
+        task, cell = 0.0, 0.0
+    seed_part = max(v_seeds - cell, 0.0)
+    var = seed_part + task + cell
+    out["components"] = {"seeds": seed_part, "tasks": task, "cells": cell,
+                         "v_seeds": v_seeds, "v_tasks": v_tasks, "v_nested": v_nested}
+    if var <= 1e-18:  # float noise of identical resamples: no spread at all
+        out.update(ci95=[est, est], se=0.0, mde=0.0)
+        return out
+    denom = seed_part**2 / (r - 1) + (task**2 / (c - 1) + cell**2 / ((r - 1) * (c - 1)) if c > 1 else 0.0)
+    df = var**2 / denom if denom > 0 else math.inf
+    se = math.sqrt(var)
+    q = float(st.t.ppf((1 + level) / 2, df))
+    out.update(ci95=[est - q * se, est + q * se], se=se, df=df, mde=mde(se, level, df=df))
     return out
 
 
