@@ -94,7 +94,9 @@ def blocks(r: Mapping[str, Any]) -> list[Block]:
         out.append(Para("Arms with a single seed have no confidence interval (shown as \"(no CI)\"); their "
                         "comparisons are not measurable."))
 
-    out += [Heading("Paper claims"), Table(
+    out += [Heading("Paper claims as relative changes"), Para(
+        "The published figures read as relative changes of per-seed means, with a seed-only bootstrap "
+        "(tasks held fixed, so narrower than the verdicts' intervals): context, not the verdict."), Table(
         ["source", "claim", "arms", "claimed", "measured", "95% CI", "verdict", "why"],
         [[c["source"], c["claim"], f"{c['arm']} vs {c['baseline']}",
           signed_pct(c["claimed_relative_change"]) if c["claimed_relative_change"] is not None else c["direction"],

@@ -324,11 +324,13 @@ def compute(run_dir: Path) -> tuple[dict, dict[str, list[dict]]]:
                       "metric's range (shares to [0, 1]); comparisons: "
                       "relative change of the means with a 95% percentile bootstrap interval, paired by seed "
                       "(too narrow below ~10 seeds: read it as optimistic)",
-        "claims_statistics": "claims: paired difference arm - uniform (a mean over seeds of per-seed pooled "
-                             "rates); 95% percentile interval of a two-way bootstrap resampling seeds and tasks "
-                             "(the same draw for both arms; conservative: cell noise counts in both factors); "
-                             "cycles to zero error: per seed, censored runs at their censoring cycle, bootstrap "
-                             "over seeds; mde = 2.80 x the bootstrap standard error (80% power, 5% two-sided)",
+        "claims_statistics": "claims: paired difference arm - uniform (mean over seeds of per-seed pooled rates, "
+                             "errors / executions); its variance from a two-way bootstrap over seeds and tasks "
+                             "(one draw for both arms), split by moments into seed, task and cell parts, and the "
+                             "95% interval estimate +- t x se with Satterthwaite degrees of freedom; cycles to "
+                             "zero error: per seed, a censored run at its censoring cycle, percentile bootstrap "
+                             "over seeds (scipy; optimistic with few seeds); mde = (t_0.975 + t_0.80) x se, 80% "
+                             "power at 5% two-sided",
         "definitions": definitions(),
     }
     return _clean(report), arm_episodes
@@ -376,7 +378,12 @@ def headline(report: Mapping[str, Any]) -> str:
         lines.append(f"  {name}: final hallucination rate {pct(a['final_hallucination_rate']['mean'])} "
                      f"{fmt_ci(a['final_hallucination_rate']['ci95'], pct)}; pass@1 "
                      f"{pct((a.get('pass_at_1') or {}).get('mean'))}; cycles to zero error "
-                     f"{fmt(ctze['mean'])} ({ctze['censored']}/{len(a['seeds'])} seeds censored)")
-    for c in report["paper_claims"]:
-        lines.append(f"  claim '{c['claim']}' ({c['arm']} vs {c['baseline']}): {c['verdict']}: {c['reason']}")
+                     f"{fmt(ctze['mean'])} ({ctze['censored']}/{len(a['seeds'])} seeds censored); practice set: "
+                     f"KM median {fmt((a.get('practice_cycles_to_zero_error') or {}).get('km_median'))} cycles")
+    for c in report.get("claims") or []:
+        if c["verdict"] == CL.NOT_RUN:
+            continue
+        source = f" [{c['source']}]" if c.get("source") else ""
+        lines.append(f"  {c['arm']} vs {c['baseline']}: {c['claim']} ({c['split']}){source}: {c['verdict']}: "
+                     f"{c['reason']}")
     return "\n".join(lines)

@@ -209,6 +209,9 @@ def test_report_opens_with_verdicts_and_carries_design_and_practice_blocks(tmp_p
     assert halluc["estimate"] == pytest.approx(-0.5) and halluc["split"] == "test"
     assert claims["cycles_to_zero_error", "cosmocore"]["estimate"] == pytest.approx(-1.0)  # 2 vs censored at 3
     assert claims["hallucination_rate", "cocos"]["verdict"] == CL.NOT_RUN
+    recurrence = {c["split"]: c for c in rep["claims"] if c["metric"] == "bug_recurrence_rate" and c["arm"] == "cosmocore"}
+    assert recurrence["practice"]["estimate"] == 0.0 and recurrence["practice"]["verdict"] == CL.NO_DIFFERENCE
+    assert recurrence["test"]["verdict"] == CL.NO_DATA  # every test task was wrong at cycle 0: nothing fixed before
     md = (run_dir / "report.md").read_text()
-    assert md.index("## Verdicts") < md.index("## Paper claims") < md.index("## Results per arm")
+    assert md.index("## Verdicts") < md.index("## Paper claims as relative changes") < md.index("## Results per arm")
     assert "learning_curves.png" in md and (run_dir / rep["plots"]["learning_curves"]).exists()
