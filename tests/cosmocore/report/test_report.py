@@ -327,6 +327,8 @@ def test_mlflow_logs_parent_children_metrics_and_artifacts(built: tuple[Path, di
     assert parent.data.params["profile"] == "smoke" and parent.data.params["train.lr"] == "1e-05"
     assert parent.data.tags["delta.version.evaluations"] == str(built[1]["store_versions"]["evaluations"])
     assert parent.data.metrics["cosmocore/final_hallucination_rate"] == 0.0
+    assert parent.data.metrics["cosmocore/test_hallucination_rate"] == 0.0
+    assert parent.data.tags["claim.cosmocore.hallucination_rate.eval"] == "underpowered"  # two seeds
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
     assert {"report.json", "report.md", "report.html", "plots"} <= artifacts
     assert len(client.list_artifacts(parent_id, "plots")) == 6
