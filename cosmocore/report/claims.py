@@ -175,7 +175,7 @@ def claim_row(spec: ClaimSpec, arm: str, arm_runs: Mapping[int, RunData] | None,
     scale = 1.0
     if spec.metric == "cycles_to_zero_error":
         a, b = np.array([_restricted(r) for r in a_runs], float), np.array([_restricted(r) for r in b_runs], float)
-        res = stats.paired_seed_bootstrap(a, b, seed=seed)
+        res = stats.paired_seed_interval(a, b, seed=seed)
         row["iqm"] = {"arm": stats.iqm(a), "baseline": stats.iqm(b)}
         row["probability_of_improvement"] = stats.probability_of_improvement(a[:, None], b[:, None])
         scale = float(max(budget, 1))

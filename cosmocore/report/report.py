@@ -70,7 +70,7 @@ DEFINITIONS: dict[str, Callable[..., Any]] = {
     "test_hallucination_rate": CL.arm_figures,
     "held-out split": SP.held_out_split,
     "claims: estimate, ci95": stats.paired_two_way_bootstrap,
-    "claims: cycles to zero error": stats.paired_seed_bootstrap,
+    "claims: cycles to zero error": stats.paired_seed_interval,
     "claims: mde": stats.mde,
     "claims: iqm": stats.iqm,
     "claims: probability_of_improvement": stats.probability_of_improvement,
@@ -328,8 +328,8 @@ def compute(run_dir: Path) -> tuple[dict, dict[str, list[dict]]]:
                              "errors / executions); its variance from a two-way bootstrap over seeds and tasks "
                              "(one draw for both arms), split by moments into seed, task and cell parts, and the "
                              "95% interval estimate +- t x se with Satterthwaite degrees of freedom; cycles to "
-                             "zero error: per seed, a censored run at its censoring cycle, percentile bootstrap "
-                             "over seeds (scipy; optimistic with few seeds); mde = (t_0.975 + t_0.80) x se, 80% "
+                             "zero error: per seed, a censored run at its censoring cycle, paired t interval over "
+                             "seeds (the same rule with one random factor); mde = (t_0.975 + t_0.80) x se, 80% "
                              "power at 5% two-sided",
         "definitions": definitions(),
     }

@@ -7,16 +7,16 @@ Why a hand-built resampling index here: ``scipy.stats.bootstrap`` resamples one 
 observations (optionally paired); a benchmark whose arms share seeds *and* tasks has two crossed
 random factors, and an interval that resamples only seeds treats the task sample as fixed
 (too narrow for generalisation claims). So the indices of both factors are drawn with numpy
-(see ``paired_two_way_bootstrap`` for how the interval is formed from them); everything with a library
-implementation (quantiles, trimmed mean, Mann-Whitney U, Kaplan-Meier, the one-axis bootstrap,
-normal quantiles) comes from numpy/scipy. ``rliable`` itself is not used: its stratified
-bootstrap resamples runs within fixed tasks (the tasks are the strata, not a sample), and it
-would bring ``arch``, ``seaborn`` and ``absl`` for four formulas that scipy already has.
+(``paired_two_way_bootstrap`` says how the interval is formed from them); everything with a
+library implementation (t and normal quantiles, the one-sample t interval, the trimmed mean,
+Mann-Whitney U, Kaplan-Meier) comes from scipy. ``rliable`` itself is not used: its stratified
+bootstrap resamples runs within fixed tasks (the tasks are strata, not a sample), and its
+setup.py pins ``arch == 5.3.0`` and brings ``seaborn`` and ``absl-py`` for formulas that scipy
+already has.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,29 +128,35 @@ def paired_two_way_bootstrap(arm: tuple[np.ndarray, np.ndarray], baseline: tuple
     return out
 
 
-def paired_seed_bootstrap(arm: Sequence[float], baseline: Sequence[float], level: float = LEVEL,
-                          resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
+def paired_seed_interval(arm: Sequence[float | None], baseline: Sequence[float | None], level: float = LEVEL,
+                         resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """The same summary for a per-seed metric (one number per run, such as cycles to zero
-    error): mean of arm - baseline over paired seeds, with ``scipy.stats.bootstrap``'s percentile
-    interval over seeds (one random factor, so scipy's one-axis resampling is the right tool)."""
-    a, b = np.asarray(arm, dtype=float), np.asarray(baseline, dtype=float)
+    error), paired by position: the mean of arm - baseline over seeds with both, and
+    estimate +- t_{n-1} * sd / sqrt(n) (scipy's one-sample t interval): the two-way interval's
+    rule when the seed is the only random factor. ``ci95_bootstrap`` is scipy's percentile
+    bootstrap over seeds, for reference only: with 3 / 5 / 8 seeds of normal data it covered
+    the true difference 76% / 86% / 90% of the time (a simulation while writing this), which is
+    why it does not decide."""
+    a = np.array([np.nan if v is None else v for v in arm], dtype=float)
+    b = np.array([np.nan if v is None else v for v in baseline], dtype=float)
     ok = np.isfinite(a) & np.isfinite(b)
     d = a[ok] - b[ok]
-    out: dict[str, Any] = {"estimate": None, "ci95": [None, None], "se": None, "mde": None,
-                           "n_seeds": int(len(d)), "n_tasks": None, "resamples": resamples}
+    out: dict[str, Any] = {"estimate": None, "ci95": [None, None], "se": None, "mde": None, "df": None,
+                           "n_seeds": int(len(d)), "n_tasks": None, "ci95_bootstrap": [None, None]}
     if not len(d):
         return out
-    out["estimate"] = float(d.mean())
+    out["estimate"] = est = float(d.mean())
     if len(d) < 2:
         return out
-    if np.all(d == d[0]):  # every resample gives the same mean: a point interval, no spread
-        out.update(ci95=[float(d[0])] * 2, se=0.0, mde=0.0)
+    if np.all(d == d[0]):  # no spread: a point interval
+        out.update(ci95=[est, est], ci95_bootstrap=[est, est], se=0.0, mde=0.0, df=len(d) - 1)
         return out
-    res = st.bootstrap((d,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
-                       random_state=np.random.default_rng(seed))
-    out["ci95"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-    out["se"] = float(res.standard_error)
-    out["mde"] = mde(out["se"], level)
+    ci = st.ttest_1samp(d, 0.0).confidence_interval(confidence_level=level)
+    se = float(st.sem(d))
+    out.update(ci95=[float(ci.low), float(ci.high)], se=se, df=len(d) - 1, mde=mde(se, level, df=len(d) - 1))
+    boot = st.bootstrap((d,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
+                        random_state=np.random.default_rng(seed))
+    out["ci95_bootstrap"] = [float(boot.confidence_interval.low), float(boot.confidence_interval.high)]
     return out
 
 

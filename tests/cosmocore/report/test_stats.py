@@ -78,16 +78,22 @@ def test_two_way_bootstrap_pools_rates_and_pairs_by_seed() -> None:
         S.paired_two_way_bootstrap((np.zeros(3),) * 2, (np.zeros(3),) * 2)
 
 
-def test_seed_bootstrap_is_scipys_percentile_interval_of_the_paired_differences() -> None:
+def test_seed_interval_is_the_paired_t_interval_and_covers_95_percent() -> None:
     arm, base = [10.0, 12.0, 9.0, 15.0, 11.0], [14.0, 13.0, 15.0, 16.0, 12.0]
-    got = S.paired_seed_bootstrap(arm, base, resamples=3000, seed=5)
+    got = S.paired_seed_interval(arm, base)
     d = np.subtract(arm, base)
-    ref = st.bootstrap((d,), np.mean, n_resamples=3000, method="percentile", random_state=np.random.default_rng(5))
-    assert got["estimate"] == pytest.approx(d.mean())
-    assert got["ci95"] == pytest.approx([ref.confidence_interval.low, ref.confidence_interval.high])
-    assert got["ci95"][0] >= d.min() and got["ci95"][1] <= d.max()
-    assert S.paired_seed_bootstrap([1, 2, None], [2, 3, 4])["n_seeds"] == 2  # a missing seed drops out of both
-    assert S.paired_seed_bootstrap([3, 3, 3], [5, 5, 5])["ci95"] == [-2.0, -2.0]
+    half = st.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
+    assert got["estimate"] == pytest.approx(d.mean()) and got["ci95"] == pytest.approx([d.mean() - half, d.mean() + half])
+    assert got["df"] == 4 and got["ci95_bootstrap"][0] >= d.min()
+    assert S.paired_seed_interval([1, 2, None], [2, 3, 4])["n_seeds"] == 2  # a missing seed drops out of both
+    assert S.paired_seed_interval([3, 3, 3], [5, 5, 5])["ci95"] == [-2.0, -2.0]
+    assert S.paired_seed_interval([3], [5])["ci95"] == [None, None]
+    rng = np.random.default_rng(11)  # three seeds, a known difference of -1
+    hits = 0
+    for i in range(300):
+        res = S.paired_seed_interval(rng.normal(-1, 2, 3), np.zeros(3), resamples=200, seed=i)
+        hits += res["ci95"][0] <= -1 <= res["ci95"][1]
+    assert 0.91 <= hits / 300 <= 0.99
 
 
 def test_kaplan_meier_by_hand() -> None:
