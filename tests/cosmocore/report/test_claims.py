@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmocore.memory.store import Store
+from cosmocore.memory.store import EVALUATIONS_SCHEMA, Store
 from cosmocore.report import claims as CL
 from cosmocore.report import report as R
 from cosmocore.report import splits as SP
@@ -158,8 +158,10 @@ def test_design_counts_come_from_the_rows() -> None:
 
 
 # ------------------------------------------------------------------ the whole report
-def _bench(root: Path, seeds: int = 3, cycles: int = 3) -> Path:
-    """A bench directory whose store holds practice and test rows (cosmocore learns faster)."""
+def _bench(root: Path, seeds: int = 3, cycles: int = 3, samples: int = 0) -> Path:
+    """A bench directory whose store holds practice and test rows (cosmocore learns faster);
+    with ``samples``, test rows carry the ``sample`` and ``group`` columns, and every sample but
+    the first is wrong."""
     arms = ["uniform", "cosmocore"]
     runs = [{"arm": a, "seed": s, "run_id": f"b-{a}-s{s}", "dir": f"runs/{a}-s{s}"} for s in range(seeds) for a in arms]
     root.mkdir(parents=True)
@@ -177,8 +179,14 @@ def _bench(root: Path, seeds: int = 3, cycles: int = 3) -> Path:
         for t in range(8):  # test at cycles 0 and the last: 'join' tasks are practised, 'window' not
             wrong_end = t % 4 == 0 if fast else t % 4 != 3
             for c, wrong in ((0, True), (cycles, wrong_end)):
-                rows.append({**base, "eval_id": f"{run['run_id']}-x{t}-{c}", "split": "test", "task_id": f"x{t}",
-                             "bug_class": "join" if t < 4 else "window", "cycle": c, "outcome": W if wrong else C})
+                row = {**base, "eval_id": f"{run['run_id']}-x{t}-{c}", "split": "test", "task_id": f"x{t}",
+                       "bug_class": "join" if t < 4 else "window", "cycle": c, "outcome": W if wrong else C}
+                if not samples:
+                    rows.append(row)
+                    continue
+                group = "practised" if t < 4 else "unpractised"
+                rows += [{**row, "eval_id": f"{row['eval_id']}-k{k}", "sample": k, "group": group,
+                          "outcome": row["outcome"] if k == 0 else W} for k in range(samples)]
         out = root / run["dir"]
         out.mkdir(parents=True)
         (out / "summary.json").write_text(json.dumps({"run_id": run["run_id"], "arm": run["arm"], "seed": run["seed"],
@@ -215,3 +223,14 @@ def test_report_opens_with_verdicts_and_carries_design_and_practice_blocks(tmp_p
     md = (run_dir / "report.md").read_text()
     assert md.index("## Verdicts") < md.index("## Paper claims as relative changes") < md.index("## Results per arm")
     assert "learning_curves.png" in md and (run_dir / rep["plots"]["learning_curves"]).exists()
+
+
+@pytest.mark.skipif("sample" not in EVALUATIONS_SCHEMA.names, reason="the store has no sample/group columns yet")
+def test_report_reads_samples_and_groups_from_the_store(tmp_path: Path) -> None:
+    rep = R.build(_bench(tmp_path / "run", samples=3))
+    assert rep["design"]["samples_per_task"] == 3 and rep["design"]["test_tasks"] == 8
+    t = rep["arms"]["cosmocore"]["test_hallucination_rate"]
+    # errors / executions: sample 0 wrong on x0 and x4, samples 1 and 2 always wrong -> (2 + 16) / 24
+    assert t["mean"] == pytest.approx(18 / 24) and t["practised"]["mean"] == pytest.approx(9 / 12)
+    # the per-cycle keys of old read every sample; self-correction and recurrence read sample 0
+    assert rep["arms"]["cosmocore"]["final_hallucination_rate"]["per_seed"] == pytest.approx([18 / 24] * 3)
