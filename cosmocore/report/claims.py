@@ -160,7 +160,11 @@ def _row(spec: ClaimSpec, arm: str, split: str | None) -> dict[str, Any]:
 
 def claim_row(spec: ClaimSpec, arm: str, arm_runs: Mapping[int, RunData] | None,
               base_runs: Mapping[int, RunData] | None, budget: int, seed: int = 0) -> dict[str, Any]:
-    """One claim of ``arm`` against the baseline, paired by seed (and by task)."""
+    """One claim of ``arm`` against the baseline, paired by seed (and by task). Besides the
+    verdict: ``iqm`` holds rliable's interquartile mean of each side's scores (per seed and task
+    rates, or per seed cycles) and ``probability_of_improvement`` the chance that a run of the
+    arm scores lower than a run of the baseline on a task (rliable's Mann-Whitney form, averaged
+    over tasks)."""
     split = spec.split or next(
         (r.held_out_split for r in (*(arm_runs or {}).values(), *(base_runs or {}).values()) if r.held_out_split),
         S.TEST)
@@ -242,8 +246,9 @@ def _summary(per_seed: list[float | None]) -> dict[str, Any]:
 def arm_figures(runs: Mapping[int, RunData], budget: int) -> dict[str, Any]:
     """The per-arm blocks issue 21 adds: the practice set's cycles to zero error (per seed, and
     the censored runs counted through Kaplan-Meier), the held-out split's final hallucination
-    rate (errors / executions, every sample) overall and per group, and the practice set's error
-    rate per cycle (per seed: the learning curves)."""
+    rate (errors / executions, every sample) overall and per group, the practice set's bug
+    recurrence (recurrences / later attempts, sample 0) and its error rate per cycle (per seed:
+    the learning curves)."""
     seeds = sorted(runs)
     rs = [runs[s] for s in seeds]
     ctze = [r.ctze for r in rs]
@@ -264,6 +269,7 @@ def arm_figures(runs: Mapping[int, RunData], budget: int) -> dict[str, Any]:
     cols = [[x[i] for x in curve if x[i] is not None] for i in range(len(cycles))]
     return {
         "practice_cycles_to_zero_error": practice_ctze,
+        "practice_bug_recurrence_rate": _summary([_pooled_rate(r.practice_recurrence) for r in rs]),
         "test_hallucination_rate": {"split": next((r.held_out_split for r in rs if r.held_out_split), None),
                                     **held[ALL], "practised": held[S.PRACTISED], "unpractised": held[S.UNPRACTISED],
                                     "initial": _summary([_pooled_rate(r.held_out_first) for r in rs])},

@@ -106,8 +106,8 @@ def blocks(r: Mapping[str, Any]) -> list[Block]:
              "claimed side of zero and reaches the claimed size; the point estimate alone never decides.")]
 
     out += [Heading("Results per arm"), Para("Mean over seeds with the 95% Student-t interval in brackets."), Table(
-        ["arm", "seeds", "final halluc. rate", "pass@1", "change from cycle 0", "cycles to zero error", "censored",
-         "bug recurrence", "Δi→c", "Δc→i"],
+        ["arm", "seeds", "final halluc. rate", "pass@1", "change from cycle 0", "held-out cycles to zero error",
+         "censored", "bug recurrence", "Δi→c", "Δc→i"],
         [[n, str(len(a["seeds"])), stat(a["final_hallucination_rate"], pct), stat(a.get("pass_at_1"), pct),
           stat(a["hallucination_rate_change"], signed_pct),
           stat(a["cycles_to_zero_error"], lambda x: fmt(x, 1)),
@@ -190,12 +190,12 @@ def _practice_and_test(r: Mapping[str, Any]) -> list[Block]:
         p, t = a["practice_cycles_to_zero_error"], a["test_hallucination_rate"]
         rows.append([n, ", ".join("censored" if v is None else str(v) for v in p["per_seed"]) or NA,
                      f"{p['censored']}/{p['runs']}", fmt(p["km_median"], 1), fmt(p["restricted_mean"], 2),
-                     str(p["relapsed"]), pct(t["initial"]["mean"]), f"{pct(t['mean'])} (IQM {pct(t['iqm'])})",
+                     str(p["relapsed"]), pct(a["practice_bug_recurrence_rate"]["mean"]), pct(t["initial"]["mean"]), f"{pct(t['mean'])} (IQM {pct(t['iqm'])})",
                      pct(t["practised"]["mean"]), pct(t["unpractised"]["mean"])])
     split = next((a["test_hallucination_rate"]["split"] for a in arms.values()), None) or NA
     out: list[Block] = [Heading("Practice set and held-out split", 3), Table(
         ["arm", "practice cycles to zero error (per seed)", "censored", "KM median", "restricted mean", "relapsed",
-         f"{split}: rate at first scoring", f"{split}: final rate", "practised classes", "unpractised classes"], rows),
+         "practice bug recurrence", f"{split}: rate at first scoring", f"{split}: final rate", "practised classes", "unpractised classes"], rows),
         Para("Cycles to zero error: the first cycle at which every practice task's reply is correct (a later "
              "slip is counted under *relapsed*); censored runs enter the Kaplan-Meier median and the restricted "
              "mean (area under the survival curve up to the cycle budget). Rates are errors / executions over "

@@ -71,6 +71,13 @@ def test_arm_figures_count_censored_runs_through_kaplan_meier() -> None:
     assert p["restricted_mean"] == pytest.approx((1 + 3 + 3 + 3) / 4)
 
 
+def test_practice_bug_recurrence_counts_later_failures_of_fixed_tasks() -> None:
+    # p0 fixed at cycle 1, then wrong, right, wrong: 2 of 3 later attempts; p1 never fixed: left out
+    run = CL.run_data(0, _practice({"p0": [W, C, W, C, W], "p1": [W, W, W, W, W]}), budget=4)
+    assert run.practice_recurrence == {"p0": (2, 3)}
+    assert CL.arm_figures({0: run}, budget=4)["practice_bug_recurrence_rate"]["per_seed"] == [pytest.approx(2 / 3)]
+
+
 # ------------------------------------------------------------------ held-out split, groups, samples
 def _held(split: str, cycle: int, cells: dict[str, list[str]], bug: dict[str, str], group: bool = True) -> list[dict]:
     return [{"split": split, "task_id": t, "cycle": cycle, "turn": 1, "outcome": o, "sample": k,
@@ -207,6 +214,7 @@ def test_report_opens_with_verdicts_and_carries_design_and_practice_blocks(tmp_p
     assert cos["test_hallucination_rate"]["mean"] == pytest.approx(2 / 8)
     assert cos["test_hallucination_rate"]["practised"]["mean"] == pytest.approx(1 / 4)
     assert rep["arms"]["uniform"]["test_hallucination_rate"]["mean"] == pytest.approx(6 / 8)
+    assert cos["practice_bug_recurrence_rate"]["per_seed"] == [0.0] * 3  # fixed practice tasks stay fixed
     # the old keys read the held-out split only, never the practice rows
     assert rep["arms"]["uniform"]["final_hallucination_rate"]["per_seed"] == pytest.approx([6 / 8] * 3)
     assert cos["hallucination_rate_per_cycle"]["mean"] == [1.0, None, None, pytest.approx(0.25)]
