@@ -17,7 +17,7 @@ Verdict rules, in order:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +105,11 @@ def _cells(run: RunData, spec: ClaimSpec) -> dict[Any, tuple[int, int]]:
     return run.practice_recurrence if spec.split == S.PRACTICE else run.recurrence
 
 
+Cells = Mapping[Any, tuple[int, int]]
+
+
 def cell_matrices(runs: Sequence[RunData], tasks: Sequence[Any],
-                  get: Any) -> tuple[np.ndarray, np.ndarray]:
+                  get: Callable[[RunData], Cells]) -> tuple[np.ndarray, np.ndarray]:
     """(num, den) arrays, seeds x tasks, of the per-task cells ``get(run)`` returns."""
     num, den = np.zeros((len(runs), len(tasks))), np.zeros((len(runs), len(tasks)))
     col = {t: j for j, t in enumerate(tasks)}
@@ -154,7 +157,7 @@ def _row(spec: ClaimSpec, arm: str, split: str | None) -> dict[str, Any]:
     return {"claim": spec.claim, "metric": spec.metric if spec.group in (None, ALL) else f"{spec.metric}.{spec.group}",
             "split": split, "arm": arm, "baseline": BASELINE, "estimate": None, "ci95": [None, None], "mde": None,
             "verdict": NOT_RUN, "reason": "", "source": spec.source or None, "direction": "lower is better",
-            "n_seeds": 0, "n_tasks": None, "half_width": None, "se": None, "iqm": {"arm": None, "baseline": None},
+            "n_seeds": 0, "n_tasks": None, "half_width": None, "se": None, "df": None, "iqm": {"arm": None, "baseline": None},
             "probability_of_improvement": None, "unit": "cycles" if spec.metric == "cycles_to_zero_error" else "share"}
 
 
@@ -193,8 +196,8 @@ def claim_row(spec: ClaimSpec, arm: str, arm_runs: Mapping[int, RunData] | None,
         row["iqm"] = {"arm": stats.iqm(ra), "baseline": stats.iqm(rb)}
         row["probability_of_improvement"] = stats.probability_of_improvement(ra, rb)
         all_censored = False
-    row.update(estimate=res["estimate"], ci95=res["ci95"], mde=res["mde"], se=res["se"], n_seeds=res["n_seeds"],
-               n_tasks=res["n_tasks"])
+    row.update(estimate=res["estimate"], ci95=res["ci95"], mde=res["mde"], se=res["se"], df=res["df"],
+               n_seeds=res["n_seeds"], n_tasks=res["n_tasks"])
     if res["ci95"][0] is not None:
         row["half_width"] = (res["ci95"][1] - res["ci95"][0]) / 2
     if res["estimate"] is None:
