@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from miniworld.suites import catalog
 from miniworld.extract import extract_code
 from miniworld.sandbox.spark_sandbox import Result, Sandbox
-from miniworld.task import Task, messages, prompt
+from miniworld.kinds.registry import messages, prompt
+from miniworld.task import Task
 
 
 @dataclass

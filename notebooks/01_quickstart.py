@@ -143,7 +143,7 @@ assert results["buggy"].outcome != "correct" and results["hostile"].outcome == "
 # COMMAND ----------
 
 from cosmocore.model.policy import Policy
-from miniworld.task import messages
+from miniworld.kinds.registry import messages
 
 policy = Policy.load(MODEL, seed=0)
 print(f"model {MODEL}: {policy.num_parameters() / 1e6:.1f}M parameters on {policy.device}")

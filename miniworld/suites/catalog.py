@@ -1,31 +1,29 @@
-"""Task suites: YAML in ``tasks/`` -> generated tasks -> verified on Spark -> cached.
+"""Task suites: YAML in ``tasks/`` -> generated tasks -> verified -> cached.
 
-A task is (family, bug class, variant). Generation is pure and seeded (same suite file, same
-tasks, byte for byte). Verification runs the reference twice (its output becomes the expected
-output, and must be deterministic) and the buggy code once; a mutant that passes every check is
-unobservable and discarded. The verified catalog is cached under ``~/.cache/cosmocore`` keyed by
-a digest of everything generated plus the Spark version, so later loads start no Spark.
+A suite file names its task kind (``kind:``, PySpark when absent); the kind
+(:mod:`miniworld.kinds`) parses the rest, generates the tasks (pure and seeded: same file, same
+tasks, byte for byte) and verifies them in its sandbox. The verified catalog is cached under
+``~/.cache/cosmocore`` keyed by the kind's digest of everything generated (for PySpark, plus the
+Spark version), so later loads start no Spark.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
-import math
 import os
-import random
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 
-import pipelines
 from miniworld import rows
-from miniworld.suites import bugs
 from miniworld.checks import Expected
-from miniworld.suites.imported import ImportedFamily
-from miniworld.task import Dataset, Task, data_digest
+from miniworld.kinds import registry
+from miniworld.suites.suite import Suite, SuiteError, VerifyReport
+from miniworld.task import Task
+
+__all__ = ["Suite", "SuiteError", "VerifyReport", "SUITES_DIR", "cache_dir", "generate", "load_cached",
+           "load_suite", "load_tasks", "save_cache", "suite_names", "user_suites_dir", "verify"]
 
 
 def _suites_dir() -> Path:
@@ -44,30 +42,6 @@ def user_suites_dir() -> Path:
     base = os.environ.get("COSMOCORE_SUITES") or os.path.join(
         os.environ.get("XDG_DATA_HOME", os.path.expanduser("~/.local/share")), "cosmocore", "suites")
     return Path(base)
-
-
-CACHE_VERSION = 1
-
-
-class SuiteError(ValueError):
-    """A suite name or file that cannot be used (one line, naming it)."""
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    seed: int
-    families: tuple[str, ...]
-    bug_classes: tuple[str, ...]
-    variants: int
-    kinds: tuple[str, ...]
-    eval_fraction: float
-    pairs: tuple[tuple[str, str], ...] | None = None  # explicit (family, bug class) list
-    eval_pairs: tuple[tuple[str, str], ...] | None = None
-    source: str = ""
-    eval_by: str = "pair"  # "pair": whole (family, bug class) pairs held out; "variant": each pair's last variant
-    imported: tuple[ImportedFamily, ...] = ()  # families defined in the suite file itself
-    task_kind: str = "pyspark"  # "python": plain-Python problems (kind: python, see miniworld.suites.humaneval)
 
 
 def suite_names() -> list[str]:
@@ -97,219 +71,29 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def _parse_suite(raw: dict, path: Path) -> Suite:
-    if raw.get("kind", "pyspark") != "pyspark":  # plain-Python problem sets (HumanEval)
-        from miniworld.suites import humaneval
-
-        return humaneval.parse_suite(raw, path)
-    known = {"name", "description", "seed", "families", "bug_classes", "variants", "datasets",
-             "eval_fraction", "pairs", "eval_pairs", "eval_by", "imported"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"unknown setting(s) {sorted(unknown)}")
-    imported = tuple(ImportedFamily.from_yaml(str(k), v) for k, v in dict(raw.get("imported") or {}).items())
-    all_families = pipelines.family_names() + [f.FAMILY for f in imported]
-    families = all_families if raw.get("families", "all") == "all" else list(raw["families"])
-    classes = list(bugs.BUG_CLASSES) if raw.get("bug_classes", "all") == "all" else list(raw["bug_classes"])
-    pairs = [tuple(p) for p in raw["pairs"]] if raw.get("pairs") else None
-    eval_pairs = [tuple(p) for p in raw["eval_pairs"]] if raw.get("eval_pairs") else None
-    for fam in families + [p[0] for p in (pairs or []) + (eval_pairs or [])]:
-        if fam not in all_families:
-            raise ValueError(f"unknown family {fam!r}")
-    for cls in classes + [p[1] for p in (pairs or []) + (eval_pairs or [])]:
-        if cls not in bugs.BUG_CLASSES:
-            raise ValueError(f"unknown bug class {cls!r}")
-    kinds = tuple(raw.get("datasets", list(pipelines.KINDS)))
-    for kind in kinds:
-        if kind not in pipelines.KINDS:
-            raise ValueError(f"unknown dataset kind {kind!r} (known: {', '.join(pipelines.KINDS)})")
-    fraction = float(raw.get("eval_fraction", 0.25))
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError("eval_fraction must be in [0, 1)")
-    variants = int(raw.get("variants", 1))
-    if variants < 1:
-        raise ValueError("variants must be >= 1")
-    eval_by = str(raw.get("eval_by", "pair"))
-    if eval_by not in ("pair", "variant"):
-        raise ValueError(f"eval_by must be 'pair' or 'variant', got {eval_by!r}")
-    if eval_by == "variant" and (eval_pairs or variants < 2):
-        raise ValueError("eval_by: variant holds out each pair's last variant: it needs variants >= 2 and no eval_pairs")
-    return Suite(str(raw.get("name", path.stem)), int(raw.get("seed", 0)), tuple(families),
-                 tuple(classes), variants, kinds, fraction,
-                 tuple(pairs) if pairs else None, tuple(eval_pairs) if eval_pairs else None, str(path), eval_by,
-                 imported)
-
-
-def _family(suite: Suite, name: str):
-    """A family's module-like contract: the suite's own imported family, else ``pipelines/NAME``."""
-    return next((f for f in suite.imported if f.FAMILY == name), None) or pipelines.load(name)
-
-
-def _reference(module) -> str:
-    """The reference source (an imported family stores it; a module's is read from its code)."""
-    return bugs.normalize(getattr(module, "REFERENCE", None) or inspect.getsource(module.transform))
-
-
-# -- generation (pure, seeded) -------------------------------------------------------------
-def family_datasets(suite: Suite, family: str) -> tuple[Dataset, ...]:
-    """The family's input datasets for this suite (shared by all its tasks)."""
-    module = _family(suite, family)
-    out = []
-    for kind in suite.kinds:
-        rng = random.Random(f"{suite.seed}/{family}/{kind}")
-        inputs = module.generate(rng, kind)
-        digest = data_digest(inputs, module.INPUTS)
-        views = {arg: f"mw_{family}_{digest}_{arg}" for arg in module.INPUTS}
-        out.append(Dataset(kind, inputs, views))
-    return tuple(out)
-
-
-def _split(suite: Suite, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Held-out (family, bug class) pairs: per bug class, a seeded share, keeping one for training."""
-    if suite.eval_pairs is not None:
-        return set(suite.eval_pairs)
-    rng = random.Random(f"{suite.seed}/split")
-    held: set[tuple[str, str]] = set()
-    for cls in dict.fromkeys(c for _, c in pairs):
-        members = sorted(p for p in pairs if p[1] == cls)
-        rng.shuffle(members)
-        n_eval = min(len(members) - 1, math.floor(len(members) * suite.eval_fraction + 0.5))
-        held.update(members[: max(n_eval, 0)])
-    return held
+    """The suite file's kind (``kind:``, PySpark when absent) parses the rest."""
+    return registry.get(raw.get("kind", registry.DEFAULT)).parse_suite(raw, path)
 
 
 def generate(suite: Suite) -> list[Task]:
     """Every candidate task of the suite (unverified), in a stable order."""
-    if suite.task_kind == "python":
-        from miniworld.suites import humaneval
-
-        return humaneval.generate(suite)
-    candidates: list[tuple[str, str]] = list(suite.pairs or [])
-    if suite.eval_pairs:
-        candidates += [p for p in suite.eval_pairs if p not in candidates]
-    if not candidates:
-        candidates = [(f, c) for f in suite.families for c in suite.bug_classes]
-    tasks: list[Task] = []
-    applicable: list[tuple[str, str]] = []
-    made: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    for family, cls in candidates:
-        module = _family(suite, family)
-        reference = _reference(module)
-        seen: set[str] = set()
-        for variant in range(suite.variants):
-            buggy = bugs.inject(reference, cls, _variant_seed(suite, family, cls, variant), module.INPUTS)
-            if buggy is None or buggy in seen or buggy == reference:
-                continue
-            seen.add(buggy)
-            made.setdefault((family, cls), []).append((variant, buggy))
-        if (family, cls) in made:
-            applicable.append((family, cls))
-    held = _split(suite, applicable) if suite.eval_by == "pair" else set()
-    datasets = {f: family_datasets(suite, f) for f in dict.fromkeys(f for f, _ in applicable)}
-    for family, cls in applicable:
-        module = _family(suite, family)
-        reference = _reference(module)
-        variants = made[(family, cls)]
-        for k, (variant, buggy) in enumerate(variants):
-            # eval_by variant: a pair's last variant is held out (a pair with one variant trains)
-            last = suite.eval_by == "variant" and len(variants) > 1 and k == len(variants) - 1
-            tasks.append(Task(
-                id=f"{family}.{cls}.{k}", family=family, bug_class=cls, variant=variant,
-                split="eval" if (family, cls) in held or last else "train", spec=module.SPEC.strip(),
-                inputs=dict(module.INPUTS), keys=tuple(module.KEYS), ordered=bool(module.ORDERED),
-                reference_code=reference, buggy_code=buggy, datasets=datasets[family]))
-    return tasks
+    return suite.kind.generate(suite)
 
 
-def _variant_seed(suite: Suite, family: str, cls: str, variant: int) -> int:
-    digest = hashlib.sha256(f"{suite.seed}/{family}/{cls}/{variant}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
-def digest(tasks: list[Task]) -> str:
-    """Identity of a generated suite: codes, data and the Spark version that verifies it."""
-    if tasks and tasks[0].kind == "python":
-        from miniworld.suites import humaneval
-
-        return humaneval.digest(tasks)
-    import pyspark
-
-    h = hashlib.sha256(f"v{CACHE_VERSION}/{pyspark.__version__}".encode())
-    for t in tasks:
-        h.update(json.dumps([t.id, t.split, t.reference_code, t.buggy_code,
-                             [[d.name, sorted(d.views.values())] for d in t.datasets]]).encode())
-    return h.hexdigest()[:20]
+def verify(suite: Suite, sandbox: Any, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Run the suite's references on ``sandbox`` (its kind's): the tasks worth keeping."""
+    return suite.kind.verify(suite, sandbox, progress)
 
 
 # -- verification and cache ------------------------------------------------------------------
-@dataclass
-class VerifyReport:
-    generated: int
-    kept: list[Task]
-    unobservable: list[str]
-    failures: list[dict]
-
-    def to_json(self, suite: Suite) -> dict:
-        kept = self.kept
-        return {"suite": suite.name, "tasks": len(kept), "families": len({t.family for t in kept}),
-                "bug_classes": len({t.bug_class for t in kept}), "verified": len(kept),
-                "generated": self.generated, "discarded_unobservable": len(self.unobservable),
-                "train": sum(t.split == "train" for t in kept), "eval": sum(t.split == "eval" for t in kept),
-                "failures": self.failures}
-
-
 def cache_dir() -> Path:
     base = os.environ.get("COSMOCORE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cosmocore")
     return Path(base) / "tasks"
 
 
-def verify(suite: Suite, sandbox, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Run references and mutants on Spark; keep the observable, deterministic tasks."""
-    if suite.task_kind == "python":
-        from miniworld.suites import humaneval
-
-        return humaneval.verify(suite, sandbox, progress)
-    from miniworld.sandbox.spark_sandbox import expected_from, score
-
-    tasks = generate(suite)
-    failures: list[dict] = []
-    expected: dict[str, tuple[Expected, ...]] = {}
-    by_family = {t.family: t for t in tasks}
-    total = 2 * len(by_family) + len(tasks)
-    done = 0
-    ref_items = [(t, t.reference_code) for t in by_family.values() for _ in range(2)]
-    replies = sandbox.run_many_raw(ref_items)
-    for i, (family, task) in enumerate(by_family.items()):
-        try:
-            first, second = expected_from(replies[2 * i]), expected_from(replies[2 * i + 1])
-        except ValueError as exc:
-            failures.append({"family": family, "reason": str(exc)[:300]})
-            continue
-        if first != second:
-            failures.append({"family": family, "reason": "reference output is not deterministic"})
-            continue
-        expected[family] = first
-    done += len(ref_items)
-    if progress:
-        progress(done, total)
-    kept: list[Task] = []
-    unobservable: list[str] = []
-    runnable = [replace(t, expected=expected[t.family]) for t in tasks if t.family in expected]
-    for start in range(0, len(runnable), 16):
-        chunk = runnable[start:start + 16]
-        for task, reply in zip(chunk, sandbox.run_many_raw([(t, t.buggy_code) for t in chunk])):
-            if score(task, reply, 0.0).outcome == "correct":
-                unobservable.append(task.id)
-            else:
-                kept.append(task)
-        done += len(chunk)
-        if progress:
-            progress(done, total)
-    return VerifyReport(len(tasks), kept, unobservable, failures)
-
-
 def save_cache(suite: Suite, report: VerifyReport, generated: list[Task]) -> Path:
-    path = cache_dir() / f"{suite.name}-{digest(generated)}.json"
+    path = cache_dir() / f"{suite.name}-{suite.kind.digest(generated)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     families = {t.family: t.expected for t in report.kept}
     payload = {"suite": suite.name, "kept": [t.id for t in report.kept],
@@ -325,7 +109,7 @@ def save_cache(suite: Suite, report: VerifyReport, generated: list[Task]) -> Pat
 def load_cached(suite: Suite) -> list[Task] | None:
     """Verified tasks from the cache, or None when this exact suite was never verified here."""
     generated = generate(suite)
-    path = cache_dir() / f"{suite.name}-{digest(generated)}.json"
+    path = cache_dir() / f"{suite.name}-{suite.kind.digest(generated)}.json"
     if not path.exists():
         return None
     try:
@@ -343,10 +127,8 @@ def load_tasks(suite: Suite, sandbox=None, progress: Callable[[int, int], None] 
     cached = load_cached(suite)
     if cached is not None:
         return cached
-    if sandbox is None and suite.task_kind == "python":  # needs no Spark: verify here and now
-        from miniworld.sandbox.python_sandbox import PythonSandbox
-
-        with PythonSandbox() as box:
+    if sandbox is None and not suite.kind.needs_spark:  # verify here and now
+        with suite.kind.open_sandbox() as box:
             return load_tasks(suite, box, progress)
     if sandbox is None:
         raise SuiteError(f"suite {suite.name!r} is not verified yet: run `cosmocore tasks verify --suite {suite.name}`")

@@ -14,7 +14,7 @@ import torch
 
 from cosmocore.memory.store import Store
 from cosmocore.train.trainer import ARMS, TrainConfig, Trainer, buffer_config
-from miniworld.task import messages
+from miniworld.kinds.registry import messages
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -152,7 +152,7 @@ def test_train_cli_bad_input(tmp_path) -> None:
 def test_warm_start_lowers_the_nll_of_train_pairs_and_anchors_the_reference(tmp_path, sandbox, smoke_tasks) -> None:
     import torch
 
-    from miniworld.task import messages
+    from miniworld.kinds.registry import messages
 
     trainer = Trainer(_cfg(tmp_path, warmup_sft=12, sft_batch=2, sft_lr=2e-3, cycles=1), sandbox=sandbox)
     task = trainer.train_tasks[0]

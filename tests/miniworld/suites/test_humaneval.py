@@ -61,7 +61,7 @@ def verified(cache_dir):
 
 # ------------------------------------------------------------------ loading
 def test_suite_loads_164_problems_with_a_seeded_half_split(suite, tasks) -> None:
-    assert suite.task_kind == "python" and len(tasks) == 164
+    assert suite.kind.name == "python" and len(tasks) == 164
     assert list(tasks)[:2] == ["HumanEval/0", "HumanEval/1"]
     splits = [t.split for t in tasks.values()]
     assert splits.count("eval") == 82 and splits.count("train") == 82
@@ -85,7 +85,7 @@ def test_checks_are_the_live_asserts_of_check(tasks) -> None:
 
 
 def test_prompt_asks_for_the_function_without_pyspark(tasks) -> None:
-    from miniworld.task import messages
+    from miniworld.kinds.registry import messages
 
     t = tasks["HumanEval/0"]
     msgs = messages(t, [("def has_close_elements(a, b):\n    return 1\n", "wrong")])
