@@ -13,6 +13,8 @@ import torch
 from cosmocore.model.policy import Generation, Policy, PolicyError
 from miniworld.extract import extract_code
 
+pytestmark = pytest.mark.slow  # starts Spark, a model or a subprocess
+
 PROMPTS = [
     [{"role": "user", "content": "Fix the join."}],
     [
