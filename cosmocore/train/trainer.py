@@ -297,7 +297,7 @@ class Trainer:
         self.history: list[dict] = []
         self._owns_sandbox = sandbox is None
         self.sandbox = sandbox or suite.kind.open_sandbox(spark_remote=cfg.spark_remote, workers=cfg.workers,
-                                               timeout_s=cfg.timeout_s)  # python suites need no Spark
+                                                          timeout_s=cfg.timeout_s)  # python suites need no Spark
         self.tasks = catalog.load_tasks(suite, self.sandbox)
         self.train_tasks = [t for t in self.tasks if t.split == "train"]
         self.eval_tasks = [t for t in self.tasks if t.split == "eval"]
