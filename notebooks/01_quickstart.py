@@ -68,8 +68,8 @@ nb.settings()
 
 from miniworld.suites import catalog
 
-box = nb.sandbox(SPARK_REMOTE)
 suite = catalog.load_suite(SUITE)
+box = nb.sandbox(SPARK_REMOTE, kind=suite.kind)
 tasks = catalog.load_cached(suite)
 if tasks is None:
     print(f"verifying suite {suite.name!r} on Spark (once; cached after)...")
