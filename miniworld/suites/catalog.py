@@ -19,10 +19,10 @@ import yaml
 from miniworld import rows
 from miniworld.checks import Expected
 from miniworld.kinds import registry
-from miniworld.suites.suite import Suite, SuiteError, VerifyReport
+from miniworld.suites.suite import SPLITS, Suite, SuiteError, VerifyReport
 from miniworld.task import Task
 
-__all__ = ["Suite", "SuiteError", "VerifyReport", "SUITES_DIR", "cache_dir", "generate", "load_cached",
+__all__ = ["SPLITS", "Suite", "SuiteError", "VerifyReport", "SUITES_DIR", "cache_dir", "generate", "load_cached",
            "load_suite", "load_tasks", "save_cache", "suite_names", "user_suites_dir", "verify"]
 
 

@@ -12,6 +12,10 @@ from miniworld.suites.imported import ImportedFamily
 from miniworld.task import Task
 
 
+#: Task splits: train (practised), dev (where profile settings are chosen), test (headline figures).
+SPLITS = ("train", "dev", "test")
+
+
 class SuiteError(ValueError):
     """A suite name or file that cannot be used (one line, naming it)."""
 
@@ -25,12 +29,16 @@ class Suite:
     bug_classes: tuple[str, ...]
     variants: int
     kinds: tuple[str, ...]  # dataset kinds (typical, edge, adversarial), see pipelines.KINDS
-    eval_fraction: float
+    test_fraction: float  # eval_by pair: share of each bug class's pairs held out whole for test
     pairs: tuple[tuple[str, str], ...] | None = None  # explicit (family, bug class) list
-    eval_pairs: tuple[tuple[str, str], ...] | None = None
+    test_pairs: tuple[tuple[str, str], ...] | None = None  # pairs held out whole for test
     source: str = ""
-    eval_by: str = "pair"  # "pair": whole (family, bug class) pairs held out; "variant": each pair's last variant
+    eval_by: str = "pair"  # "pair": whole (family, bug class) pairs held out; "variant": each pair's last variants
     imported: tuple[ImportedFamily, ...] = ()  # families defined in the suite file itself
+    dev_fraction: float = 0.0  # like test_fraction, for the dev split (where profile settings are chosen)
+    dev_pairs: tuple[tuple[str, str], ...] | None = None
+    test_variants: int = 1  # eval_by variant: each pair's last mutants held out for test ...
+    dev_variants: int = 0  # ... and the ones before them for dev (a held-out whole pair keeps as many)
 
 
 @dataclass
@@ -47,5 +55,5 @@ class VerifyReport:
         return {"suite": suite.name, "tasks": len(kept), "families": len({t.family for t in kept}),
                 "bug_classes": len({t.bug_class for t in kept}), "verified": len(kept),
                 "generated": self.generated, "discarded_unobservable": len(self.unobservable),
-                "train": sum(t.split == "train" for t in kept), "eval": sum(t.split == "eval" for t in kept),
+                **{split: sum(t.split == split for t in kept) for split in SPLITS},
                 "failures": self.failures}
