@@ -95,8 +95,9 @@ print(f"\nrun directory {run_dir}; store {cfg.store}")
 # COMMAND ----------
 
 from cosmocore.train.trainer import Trainer, cycle_line
+from miniworld.suites import catalog
 
-box = nb.sandbox(SPARK_REMOTE, workers=cfg.workers, timeout_s=cfg.timeout_s)
+box = nb.sandbox(SPARK_REMOTE, workers=cfg.workers, timeout_s=cfg.timeout_s, kind=catalog.load_suite(SUITE).kind)
 trainer = Trainer(cfg, lambda phase, done, total: None, sandbox=box)
 if RESUME and trainer.resume():
     print(f"resumed run {trainer.cfg.run_id} at cycle {trainer.cycle}")
