@@ -207,7 +207,8 @@ def test_quick_profile_runs_two_jobs_arm_major() -> None:
     assert b.default_jobs("quick") == 2 and b.default_jobs("smoke") == 1
     cfg = b.resolve("quick", bench_id="t")
     order = [(r["arm"], r["seed"]) for r in b.parallel_order(cfg, cfg.runs())]
-    assert order == [("uniform", 0), ("uniform", 1), ("cosmocore", 0), ("cosmocore", 1)]
+    assert order == [("uniform", 0), ("uniform", 1), ("uniform", 2), ("cosmocore", 0), ("cosmocore", 1),
+                     ("cosmocore", 2)]
     # threads per job come from the cores this process may use (its affinity), not the machine's
     assert 1 <= b.usable_cpus() <= (os.cpu_count() or 1)
     if hasattr(os, "sched_getaffinity"):

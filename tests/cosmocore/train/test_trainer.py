@@ -284,7 +284,8 @@ def test_initial_evaluation_is_checkpointed_and_resume_goes_on_from_cycle_one(tm
     resumed.close()
     assert [h["cycle"] for h in summary["history"]] == [0, 1] and summary["cycles_completed"] == 1
     evals = Store.open(cfg.store).read_evaluations(columns=["cycle", "turn"]).to_pylist()
-    assert sorted(e["cycle"] for e in evals) == [0] * len(resumed.eval_tasks) + [1] * len(resumed.eval_tasks)
+    per_cycle = len(resumed.run_tasks.practice) + len(resumed.run_tasks.held_out)  # cycle 1 is the last: both
+    assert sorted(e["cycle"] for e in evals) == [0] * per_cycle + [1] * per_cycle
     assert set(Store.open(cfg.store).read_episodes(columns=["cycle"]).column("cycle").to_pylist()) == {1}
 
 
@@ -376,7 +377,8 @@ def test_cycle0_evaluation_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, sm
         results.append((record, sorted((r["task_id"], r["outcome"], r["reward"]) for r in rows)))
     (first, rows_a), (second, rows_b), (fresh, rows_c) = results
     assert "eval_cached" not in first and second["eval_cached"] is True and "eval_cached" not in fresh
-    assert rows_a == rows_b == rows_c and len(rows_a) == len([t for t in smoke_tasks if t.split == "eval"])
+    practice, test = len(trainer.run_tasks.practice), len([t for t in smoke_tasks if t.split == "test"])
+    assert rows_a == rows_b == rows_c and len(rows_a) == practice + test
     assert first["eval_hallucination_rate"] == second["eval_hallucination_rate"] == fresh["eval_hallucination_rate"]
 
 

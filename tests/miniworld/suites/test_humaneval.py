@@ -308,11 +308,13 @@ def test_trainer_runs_a_cycle_on_humaneval_without_spark(verified, tmp_path) -> 
 
     cfg = TrainConfig(model="tiny", suite="humaneval", cycles=1, seed=0, store=str(tmp_path / "store"),
                       out=str(tmp_path / "out"), episodes_per_cycle=2, turns=1, max_new_tokens=16,
-                      nocturnal_steps=1, minibatch=2, tagger_epochs=1, eval_tasks=2, eval_turns=1, timeout_s=5.0)
+                      nocturnal_steps=1, minibatch=2, tagger_epochs=1, eval_tasks=2, eval_turns=1, timeout_s=5.0,
+                      practice_tasks=2)
     trainer = Trainer(cfg)
     try:
         assert isinstance(trainer.sandbox, PythonSandbox)  # no Spark server was started
-        assert len(trainer.train_tasks) == len(trainer.eval_tasks) == 82
+        assert len(trainer.train_tasks) == 82 and len(trainer.run_tasks.held_out) == 2  # of the 82 test problems
+        assert len(trainer.run_tasks.practice) == 2
         summary = trainer.train()
     finally:
         trainer.close()
@@ -322,4 +324,4 @@ def test_trainer_runs_a_cycle_on_humaneval_without_spark(verified, tmp_path) -> 
                                       for e in episodes)
     assert all(e["checks_total"] >= 1 for e in episodes)
     evals = Store.open(cfg.store).read_evaluations(columns=["cycle", "task_id"]).to_pylist()
-    assert sorted({e["cycle"] for e in evals}) == [0, 1] and len(evals) == 4
+    assert sorted({e["cycle"] for e in evals}) == [0, 1] and len(evals) == 8  # 2 practice + 2 test, per cycle
