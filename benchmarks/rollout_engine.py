@@ -35,7 +35,7 @@ from cosmocore.model.batching import left_pad  # noqa: E402
 from cosmocore.model.policy import Policy, PolicyError  # noqa: E402
 from cosmocore.model.stops import stop_length  # noqa: E402
 from miniworld.suites import catalog  # noqa: E402
-from miniworld.task import messages  # noqa: E402
+from miniworld.kinds.registry import messages  # noqa: E402
 
 log = logging.getLogger("rollout_engine")
 

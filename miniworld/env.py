@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from miniworld.suites import catalog
 from miniworld.extract import extract_code
 from miniworld.sandbox.spark_sandbox import Result, Sandbox
-from miniworld.task import Task, messages, prompt
+from miniworld.kinds.registry import messages, prompt
+from miniworld.task import Task
 
 
 @dataclass
@@ -119,7 +120,7 @@ def make(suite: str = "standard", seed: int | None = None, spark_remote: str | N
     """Build an environment: load (verifying once if needed) the suite, start Spark + sandbox."""
     spec = catalog.load_suite(suite)
     owns = sandbox is None
-    box = sandbox or Sandbox(spark_remote=spark_remote, workers=workers, timeout_s=timeout_s)
+    box = sandbox or spec.kind.open_sandbox(spark_remote=spark_remote, workers=workers, timeout_s=timeout_s)
     try:
         tasks = catalog.load_tasks(spec, box)
         return MiniWorldEnv(tasks, box, split=split, max_turns=max_turns, seed=seed, owns_sandbox=owns)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from miniworld.sandbox.spark_sandbox import Sandbox
-from miniworld.task import Task, messages
+from miniworld.kinds.registry import messages
+from miniworld.task import Task
 
 
 def task_dataset(tasks: list[Task], split: str | None = "train"):

@@ -72,7 +72,7 @@ PROFILES: dict[str, Profile] = {
          "practice_tasks": 12, "episodes_per_cycle": 12, "turns": 1, "minibatch": 4, "nocturnal_steps": 2,
          "correction_steps": 3, "rehearsal_pairs": 3, "max_new_tokens": 176, "eval_turns": 1,
          "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None,
-         "engine": "torch"},  # hf's greedy tokens, faster rollouts on a CPU (docs/ENGINES.md)
+         "engine": "torch"},  # hf's greedy tokens; speed-up on a CPU not yet settled (docs/ENGINES.md)
         "the default model on the CPU, 2 arms x 3 seeds x 3 cycles in 2 parallel jobs (goal: under 20 "
         "minutes on a 2-core laptop)", jobs=2),
     "verdict": Profile(
@@ -83,7 +83,7 @@ PROFILES: dict[str, Profile] = {
          "practice_tasks": 12, "episodes_per_cycle": 12, "turns": 1, "minibatch": 4, "nocturnal_steps": 2,
          "correction_steps": 3, "rehearsal_pairs": 3, "max_new_tokens": 176, "eval_turns": 1,
          "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None,
-         "engine": "torch"},  # hf's greedy tokens, faster rollouts on a CPU (docs/ENGINES.md)
+         "engine": "torch"},  # hf's greedy tokens; speed-up on a CPU not yet settled (docs/ENGINES.md)
         "3 arms x 5 seeds x 4 cycles on the verdict suite's >= 48 test tasks, 2 parallel jobs (goal: under "
         "2 hours on 2 cores)", jobs=2),
     "paper": Profile(

@@ -75,13 +75,12 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), console=err, transient=False)
 
 
-def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0, kind: str = "pyspark"):
+def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0, kind=None):
+    """The sandbox for a suite's task kind (``kind``; None: PySpark), Spark's start shown on stderr."""
     from miniworld.sandbox.spark_sandbox import Sandbox
 
-    if kind == "python":  # plain-Python suites (HumanEval) run in subprocesses: no Spark to start
-        from miniworld.sandbox.python_sandbox import PythonSandbox
-
-        return PythonSandbox(timeout_s=timeout_s)
+    if kind is not None and not kind.needs_spark:  # e.g. plain-Python suites (HumanEval): no Spark to start
+        return kind.open_sandbox(timeout_s=timeout_s)
     if spark_remote is not None and not spark_remote.startswith("sc://"):
         raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
     where = f"connecting sandbox workers to {spark_remote}" if spark_remote else \
@@ -103,7 +102,7 @@ def _verified_tasks(suite_name: str, spark_remote: Optional[str], box=None):
         return suite, cached
     err.print(f"suite {suite.name!r} is not verified on this machine yet: verifying it once (cached after)")
     own = box is None
-    box = box or _sandbox(spark_remote, kind=suite.task_kind)
+    box = box or _sandbox(spark_remote, kind=suite.kind)
     try:
         with _progress() as bar:
             job = bar.add_task(f"verifying {suite.name}", total=None)
@@ -129,16 +128,9 @@ def _find_task(task_id: str, suite_name: Optional[str]):
             if suite_name:
                 raise
             continue  # one broken user suite file must not hide every other suite's tasks
-        if suite.task_kind == "python":  # HumanEval ids also without the slash (HumanEval_0)
-            from miniworld.suites.humaneval import find
-
-            task = find(catalog.generate(suite), task_id)
-            if task is not None:
-                return suite, task
-            continue
-        for task in catalog.generate(suite):
-            if task.id == task_id:
-                return suite, task
+        task = suite.kind.find(catalog.generate(suite), task_id)  # HumanEval ids also as HumanEval_0
+        if task is not None:
+            return suite, task
     where = f"suite {suite_name!r}" if suite_name else "any suite"
     raise BadInput(f"unknown task {task_id!r} (not in {where}; see `cosmocore tasks list`)")
 
@@ -176,7 +168,7 @@ def tasks_show(
         s, task = _find_task(task_id, suite)
         cached = catalog.load_cached(s)
         verified = None if cached is None else any(t.id == task.id for t in cached)
-        payload = {**task.to_json(), "suite": s.name, "verified": verified}
+        payload = {**s.kind.describe(task), "suite": s.name, "verified": verified}
         if json_out:
             _emit(payload)
             return
@@ -202,7 +194,7 @@ def tasks_verify(
         from miniworld.suites import catalog
 
         s = catalog.load_suite(suite)
-        with _sandbox(spark_remote, kind=s.task_kind) as box, _progress() as bar:
+        with _sandbox(spark_remote, kind=s.kind) as box, _progress() as bar:
             job = bar.add_task(f"verifying {s.name}", total=None)
             report = catalog.verify(s, box, lambda done, total: bar.update(job, completed=done, total=total))
         path = catalog.save_cache(s, report, catalog.generate(s))
@@ -279,7 +271,7 @@ def run(
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"cannot read candidate file {str(file)!r}: {exc.strerror if isinstance(exc, OSError) else exc}")
         s, found = _find_task(task, suite)
-        with _sandbox(spark_remote, timeout, kind=s.task_kind) as box:
+        with _sandbox(spark_remote, timeout, kind=s.kind) as box:
             _, tasks = _verified_tasks(s.source, spark_remote, box)
             verified = next((t for t in tasks if t.id == found.id), None)
             if verified is None:
@@ -312,7 +304,7 @@ def solve(
     """Let a model try a task with self-correction turns; show each attempt and its outcome."""
     with _errors():
         from cosmocore.model.policy import Policy, PolicyError
-        from miniworld.task import messages
+        from miniworld.kinds.registry import messages
 
         if turns < 1:
             raise BadInput(f"--turns must be >= 1, got {turns}")
@@ -324,7 +316,7 @@ def solve(
         except (PolicyError, ValueError) as exc:
             raise BadInput(str(exc))
         attempts: list[dict] = []
-        with _sandbox(spark_remote, kind=s.task_kind) as box:
+        with _sandbox(spark_remote, kind=s.kind) as box:
             _, tasks = _verified_tasks(s.source, spark_remote, box)
             verified = next((t for t in tasks if t.id == found.id), None)
             if verified is None:
@@ -388,8 +380,8 @@ def train(
             cfg = TrainConfig(model=model, arm=arm, suite=suite, cycles=cycles, seed=seed, store=store, out=out,
                               episodes_per_cycle=episodes_per_cycle, turns=turns, max_new_tokens=max_new_tokens,
                               nocturnal_steps=nocturnal_steps, minibatch=minibatch, lr=lr, eval_tasks=eval_tasks,
-                              eval_split=eval_split, practice_tasks=practice_tasks, warmup_sft=warmup_sft, lora=lora, device=device, spark_remote=spark_remote,
-                              engine=engine)
+                              eval_split=eval_split, practice_tasks=practice_tasks, warmup_sft=warmup_sft, lora=lora,
+                              device=device, spark_remote=spark_remote, engine=engine)
         except ValueError as exc:
             raise BadInput(str(exc))
         bar = _progress()
@@ -487,8 +479,8 @@ def bench(
             if resume is not None:
                 given = {"--profile": profile != "quick", "--arms": arms, "--seeds": seeds, "--cycles": cycles,
                          "--model": model, "--suite": suite, "--store": store, "--out": out, "--set": set_,
-                         "--target": target != 0.0, "--device": device}
-                given.update({"--eval-split": eval_split, "--plan": plan, "--engine": engine})
+                         "--target": target != 0.0, "--device": device, "--engine": engine}
+                given.update({"--eval-split": eval_split, "--plan": plan})
                 clash = [k for k, v in given.items() if v]
                 if clash:
                     raise BadInput(f"--resume continues the bench as it was started; drop {', '.join(clash)}")

@@ -12,7 +12,7 @@ from cosmocore.model.prompt_lookup import draft
 from cosmocore.model.stops import CodeBlockStop, stop_length
 from cosmocore.model.torch_engine import common_prefix, prefix_groups
 from miniworld.suites import catalog
-from miniworld.task import messages
+from miniworld.kinds.registry import messages
 
 NEW = 24
 

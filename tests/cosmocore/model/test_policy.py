@@ -14,6 +14,8 @@ from cosmocore.model.hf_engine import generation_config
 from cosmocore.model.policy import Generation, Policy, PolicyError
 from miniworld.extract import extract_code
 
+pytestmark = pytest.mark.slow  # starts Spark, a model or a subprocess
+
 PROMPTS = [
     [{"role": "user", "content": "Fix the join."}],
     [

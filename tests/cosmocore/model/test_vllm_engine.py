@@ -10,7 +10,7 @@ import torch
 
 from cosmocore.model.policy import Policy, PolicyError
 from miniworld.suites import catalog
-from miniworld.task import messages
+from miniworld.kinds.registry import messages
 
 NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None,
                                reason="needs CUDA and the vllm extra")
