@@ -98,6 +98,11 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __deepcopy__(self, memo: dict) -> Sandbox:
+        """A running service (server, workers) is shared, not copied: Gymnasium's
+        ``env.spec.make()`` deep-copies the keyword arguments that built an env."""
+        return self
+
     def close(self) -> None:
         if getattr(self, "python", None) is not None:  # set by miniworld.sandbox.python_sandbox.evaluate_mixed
             self.python.close()
