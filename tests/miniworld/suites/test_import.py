@@ -118,9 +118,10 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, monkeypatch) -> None:
     path.write_text(source)
     result = CliRunner().invoke(app, ["tasks", "import", str(path), "--suite", "x", "--json", *extra])
     assert result.exit_code == 2, (case, result.output, result.stderr)
-    assert result.stdout == ""
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (case, result.stderr)
+    error = json.loads(result.stdout)  # --json: the error as one object on stdout too
+    assert error["error"] in lines[0] and error["input"] == str(path) and error["exit_status"] == 2
     assert not (tmp_path / "suites").exists()  # nothing written
 
 
