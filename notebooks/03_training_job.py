@@ -94,7 +94,7 @@ print(f"\nrun directory {run_dir}; store {cfg.store}")
 
 # COMMAND ----------
 
-from cosmocore.train.trainer import Trainer
+from cosmocore.train.trainer import Trainer, cycle_line
 
 box = nb.sandbox(SPARK_REMOTE, workers=cfg.workers, timeout_s=cfg.timeout_s)
 trainer = Trainer(cfg, lambda phase, done, total: None, sandbox=box)
@@ -158,11 +158,7 @@ import json
 
 
 def on_cycle(r: dict) -> None:
-    line = f"cycle {r['cycle']}: eval hallucination rate {r['eval_hallucination_rate']:.3f}"
-    if r["cycle"] > 0:
-        line += (f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}, "
-                 f"approx_kl {r.get('approx_kl', float('nan')):.4f}, clip {r.get('clip_frac', float('nan')):.3f}")
-    print(f"{line}, {r['wall_s']:.0f}s", flush=True)
+    print(f"{cycle_line(r)}, {r['wall_s']:.0f}s", flush=True)
     log_cycle(r)
 
 
@@ -174,7 +170,8 @@ except BaseException:
     raise
 (run_dir / "summary.json").write_text(json.dumps(summary, default=str, indent=2))
 print(f"run {summary['run_id']}: {summary['cycles_completed']} cycles, {summary['episodes']} episodes, "
-      f"final eval hallucination rate {summary['final_hallucination_rate']}")
+      f"final practice errors {summary['final_practice_errors']}, "
+      f"final {cfg.eval_split} hallucination rate {summary['final_hallucination_rate']}")
 
 # COMMAND ----------
 
@@ -189,7 +186,8 @@ run_id = trainer.cfg.run_id
 nb.show(nb.read_delta(f"{str(trainer.store.uri).rstrip('/')}/evaluations", run_id=run_id,
                       columns=["cycle", "turn", "task_id", "bug_class", "outcome", "checks_passed", "checks_total",
                                "reward"], order_by=["cycle", "turn", "task_id"]))
-nb.show([{"cycle": r["cycle"], "eval hallucination rate": r["eval_hallucination_rate"],
+nb.show([{"cycle": r["cycle"], "practice errors": r["practice_errors"],
+          "held-out hallucination rate": r.get("eval_hallucination_rate"),
           "day reward": r.get("day_reward"), "dream queue": r.get("dream_queue"), "entropy": r.get("entropy"),
           "approx_kl": r.get("approx_kl"), "clip_frac": r.get("clip_frac"), "seconds": round(r["wall_s"], 1)}
          for r in trainer.history])

@@ -57,29 +57,39 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "tiny", "smoke", ("uniform", "cosmocore"), 2, 2,
-        {"episodes_per_cycle": 4, "max_new_tokens": 24, "nocturnal_steps": 2, "minibatch": 4, "tagger_epochs": 5},
+        {"practice_tasks": 4, "episodes_per_cycle": 4, "max_new_tokens": 24, "nocturnal_steps": 2, "minibatch": 4,
+         "tagger_epochs": 5},
         "seconds to a couple of minutes: the tiny random model on the smoke suite (used by the tests)"),
     "quick": Profile(
-        "smollm2-135m", "quick", ("uniform", "cosmocore"), 2, 3,
-        # 2 cores: a 10-step warm start (4 pairs each) of the top 8 blocks, shared by the arms of a
-        # seed (and so are cycle 0's evaluation and cycle 1's day); then per cycle 6 day episodes
-        # (at most 176 new tokens: the longest correct reply seen was 166) and a night of 2 PPO steps
-        # plus 3 corrective-only steps: the replayed train failures are shown their reference
-        # fix (correction_coef), the fix's tokens weighted 5x (fix_weight), with 3 random train pairs
-        # rehearsed in each corrective-only step (rehearsal_pairs: held-out fixes were forgotten
-        # without, and with 2 in 3 steps). Training passes run under bf16 autocast where the CPU
-        # has native bf16 (generation stays float32).
-        {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 1e-4,
-         "episodes_per_cycle": 6, "turns": 1, "minibatch": 4, "nocturnal_steps": 2, "correction_steps": 3,
-         "rehearsal_pairs": 3,
-         "max_new_tokens": 176, "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None},
-        "the default model on the CPU, 2 arms x 2 seeds x 3 cycles in 2 parallel jobs: the goal is under 20 "
-        "minutes on a 2-core laptop (README: as measured)", jobs=2),
+        "smollm2-135m", "quick", ("uniform", "cosmocore"), 3, 3,
+        # 2 cores: a 10-step warm start (4 pairs each) of the top 8 blocks on the train split minus
+        # the practice set, shared by the arms of a seed (so are cycle 0's scores and cycle 1's
+        # day); per cycle each of the 12 practice tasks once (at most 176 new tokens) and a night
+        # of 2 PPO steps plus 3 corrective-only steps over 4 replayed failures each, fix tokens
+        # weighted 5x, 3 warm-start pairs rehearsed per step; the 12 practice tasks scored every
+        # cycle, the 30 test tasks before training and after the last cycle. lr chosen on dev.
+        {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 3e-4,
+         "practice_tasks": 12, "episodes_per_cycle": 12, "turns": 1, "minibatch": 4, "nocturnal_steps": 2,
+         "correction_steps": 3, "rehearsal_pairs": 3, "max_new_tokens": 176, "eval_turns": 1,
+         "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None},
+        "the default model on the CPU, 2 arms x 3 seeds x 3 cycles in 2 parallel jobs (goal: under 20 "
+        "minutes on a 2-core laptop)", jobs=2),
+    "verdict": Profile(
+        "smollm2-135m", "verdict", ("uniform", "cosmocore", "cocos"), 5, 4,
+        # the quick profile's settings (chosen on dev) on a larger test split (>= 48 tasks), more
+        # seeds, one more cycle, and the COCOS baseline
+        {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 3e-4,
+         "practice_tasks": 12, "episodes_per_cycle": 12, "turns": 1, "minibatch": 4, "nocturnal_steps": 2,
+         "correction_steps": 3, "rehearsal_pairs": 3, "max_new_tokens": 176, "eval_turns": 1,
+         "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None},
+        "3 arms x 5 seeds x 4 cycles on the verdict suite's >= 48 test tasks, 2 parallel jobs (goal: under "
+        "2 hours on 2 cores)", jobs=2),
     "paper": Profile(
         "smollm2-135m", "standard", ARMS, 5, 60,
-        {"episodes_per_cycle": 32, "max_new_tokens": 384, "nocturnal_steps": 8, "minibatch": 16, "warmup_sft": 100,
-         "sft_lr": 1e-4},
-        "the paper's protocol: all five arms x 5 seeds on the standard suite, sized for a GPU node"),
+        {"practice_tasks": 32, "episodes_per_cycle": 32, "max_new_tokens": 384, "nocturnal_steps": 8,
+         "minibatch": 16, "warmup_sft": 100, "sft_lr": 1e-4, "eval_every": 10},
+        "the paper's protocol: all five arms x 5 seeds x 60 cycles on the standard suite's >= 100 test "
+        "tasks, sized for a GPU node"),
 }
 
 # Settings the bench owns per run: not accepted as --set overrides.

@@ -354,13 +354,15 @@ def train(
     store: str = typer.Option("./store", help="Delta store URI"),
     out: str = typer.Option("./runs/train", help="checkpoint and summary directory"),
     resume: bool = typer.Option(False, help="continue from the checkpoint in --out"),
-    episodes_per_cycle: int = typer.Option(16, help="train tasks attempted per day phase"),
+    episodes_per_cycle: int = typer.Option(16, help="practice tasks attempted per day phase"),
     turns: int = typer.Option(2, help="attempts per task in the day phase"),
     max_new_tokens: int = typer.Option(256, help="generation budget per attempt"),
     nocturnal_steps: int = typer.Option(4, help="optimizer steps per night"),
     minibatch: int = typer.Option(8, help="episodes per nocturnal minibatch"),
     lr: float = typer.Option(1e-5, help="Adam learning rate"),
-    eval_tasks: int = typer.Option(0, help="held-out tasks per evaluation (0 = all)"),
+    eval_tasks: int = typer.Option(0, help="held-out tasks scored (0 = all of the split)"),
+    eval_split: str = typer.Option("test", help="held-out split scored: test (headline figures) or dev (tuning)"),
+    practice_tasks: int = typer.Option(12, help="train tasks the run practises (scored every cycle)"),
     warmup_sft: int = typer.Option(0, help="supervised warm-start steps on train-split (buggy -> reference) pairs"),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA adapters (default: on above ~1B parameters)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
@@ -371,7 +373,7 @@ def train(
     with _errors(json_out):
         from cosmocore.model.policy import PolicyError
         from cosmocore.memory.store import StoreError
-        from cosmocore.train.trainer import Trainer, TrainConfig
+        from cosmocore.train.trainer import Trainer, TrainConfig, cycle_line
         from miniworld.suites import catalog
 
         catalog.load_suite(suite)  # an unknown suite is refused before a store or run folder exists
@@ -380,7 +382,7 @@ def train(
             cfg = TrainConfig(model=model, arm=arm, suite=suite, cycles=cycles, seed=seed, store=store, out=out,
                               episodes_per_cycle=episodes_per_cycle, turns=turns, max_new_tokens=max_new_tokens,
                               nocturnal_steps=nocturnal_steps, minibatch=minibatch, lr=lr, eval_tasks=eval_tasks,
-                              warmup_sft=warmup_sft, lora=lora, device=device, spark_remote=spark_remote)
+                              eval_split=eval_split, practice_tasks=practice_tasks, warmup_sft=warmup_sft, lora=lora, device=device, spark_remote=spark_remote)
         except ValueError as exc:
             raise BadInput(str(exc))
         bar = _progress()
@@ -403,13 +405,7 @@ def train(
 
             def on_cycle(r: dict) -> None:
                 bar.update(cycles_bar, completed=r["cycle"])
-                line = f"cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}"
-                if r["cycle"] == 0:  # the initial evaluation: no day, no night
-                    line += " (before training)"
-                else:
-                    line += (f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}, "
-                             f"entropy {r['entropy']:.3f}, approx_kl {r.get('approx_kl', float('nan')):.4f}, "
-                             f"clip {r.get('clip_frac', float('nan')):.3f}")
+                line = cycle_line(r)
                 bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False, soft_wrap=True)
 
             with bar:
@@ -422,13 +418,15 @@ def train(
             _emit({k: v for k, v in summary.items() if k != "history"})
         else:
             err.print(f"run {summary['run_id']}: {summary['cycles_completed']} cycles, {summary['episodes']} episodes, "
-                      f"final eval hallucination rate {summary['final_hallucination_rate']}; checkpoint {summary['checkpoint']}")
+                      f"final practice errors {summary['final_practice_errors']}, final {cfg.eval_split} hallucination "
+                      f"rate {summary['final_hallucination_rate']}; checkpoint {summary['checkpoint']}")
 
 
 @app.command("bench")
 def bench(
-    profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, ~18 min on 2 cores), "
-                                "paper (all arms x 5 seeds, for a GPU node)"),
+    profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, 2 arms x 3 "
+                                "seeds, goal under 20 min on 2 cores), verdict (3 arms x 5 seeds, goal under 2 h), "
+                                "paper (all arms x 5 seeds, for a GPU node); --plan shows one"),
     arms: Optional[str] = typer.Option(None, help="comma-separated arms (default: the profile's)"),
     seeds: Optional[int] = typer.Option(None, help="number of seeds, 0..N-1 (default: the profile's)"),
     cycles: Optional[int] = typer.Option(None, help="training cycles per run (default: the profile's)"),
@@ -441,6 +439,9 @@ def bench(
                                        "profile's: 2 for quick, else 1)"),
     target: float = typer.Option(0.0, help="eval hallucination rate that counts as zero error"),
     set_: list[str] = typer.Option([], "--set", help="trainer setting KEY=VALUE (repeatable), e.g. --set lr=2e-5"),
+    eval_split: Optional[str] = typer.Option(None, help="held-out split scored: test (default; the headline "
+                                             "figures) or dev (where settings are chosen)"),
+    plan: bool = typer.Option(False, "--plan", help="print the resolved design and estimated wall time; run nothing"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
     keep_checkpoints: bool = typer.Option(False, help="keep each finished run's checkpoint (GBs on real models)"),
     mlflow: bool = typer.Option(False, "--mlflow", help="log to MLflow (also when MLFLOW_TRACKING_URI is set)"),
@@ -454,6 +455,7 @@ def bench(
         from cosmocore.bench import bench as b
         from cosmocore.model.policy import PolicyError
         from cosmocore.memory.store import StoreError
+        from cosmocore.train.trainer import cycle_line
 
         _check_remote(spark_remote)  # a dead server is refused before a store or run folder exists
         use_mlflow = mlflow or bool(os.environ.get("MLFLOW_TRACKING_URI"))
@@ -464,15 +466,20 @@ def bench(
                 given = {"--profile": profile != "quick", "--arms": arms, "--seeds": seeds, "--cycles": cycles,
                          "--model": model, "--suite": suite, "--store": store, "--out": out, "--set": set_,
                          "--target": target != 0.0, "--device": device}
+                given.update({"--eval-split": eval_split, "--plan": plan})
                 clash = [k for k, v in given.items() if v]
                 if clash:
                     raise BadInput(f"--resume continues the bench as it was started; drop {', '.join(clash)}")
                 run_dir = resume
                 cfg = b.load(run_dir)
             else:
+                overrides = {**b.parse_set(set_), **({"eval_split": eval_split} if eval_split else {})}
                 cfg = b.resolve(profile, arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None,
                                 seeds=seeds, cycles=cycles, model=model, suite=suite, store=store, target=target,
-                                device=device, train=b.parse_set(set_), keep_checkpoints=keep_checkpoints)
+                                device=device, train=overrides, keep_checkpoints=keep_checkpoints)
+                if plan:
+                    _show_plan(cfg, b.default_jobs(profile) if jobs is None else jobs, json_out)
+                    return
                 from miniworld.suites import catalog
 
                 catalog.load_suite(cfg.suite)  # an unknown suite is refused before the run folder exists
@@ -495,9 +502,7 @@ def bench(
                 bar.update(phases[phase], completed=n, total=of, description=f"{key} {phase}")
 
             def on_record(key: str, r: dict) -> None:
-                line = f"{key} cycle {r['cycle']}: eval hallucination {r['eval_hallucination_rate']:.3f}"
-                line += " (before training)" if r["cycle"] == 0 else (
-                    f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}")
+                line = f"{key} {cycle_line(r)}"
                 bar.console.print(f"{line}, {r['wall_s']:.0f}s", markup=False, highlight=False, soft_wrap=True)
 
             with bar:
@@ -510,6 +515,26 @@ def bench(
             _line(f"interrupted: continue with `cosmocore bench --resume {run_dir}` (finished runs are kept)")
             raise typer.Exit(130)
         _write_report(run_dir, use_mlflow, json_out)
+
+
+def _show_plan(cfg, jobs: int, json_out: bool) -> None:
+    from cosmocore.bench.plan import plan
+
+    design = plan(cfg, jobs)
+    if json_out:
+        _emit(design)
+        return
+    out = Console()
+    wall = design["estimated_wall_s"]
+    out.print(f"{design['profile']}: {design['model']} on {design['suite']}; arms {', '.join(design['arms'])}; "
+              f"{design['seeds']} seeds x {design['cycles']} cycles in {jobs} job(s)")
+    out.print(f"tasks: {design['train_tasks']} train ({design['practice_tasks']} practised per run, scored every "
+              f"cycle), {design['dev_tasks']} dev, {design['test_tasks']} test; {design['eval_split']} scored at "
+              f"cycles {design['held_out_cycles']} ({design['held_out_scored']} tasks, "
+              f"{design['samples_per_task']} sample each)")
+    out.print(f"work: {design['work']}")
+    out.print(f"estimated wall time: {f'{wall / 60:.1f} min' if wall is not None else 'unknown'} "
+              f"(cost model: {design['cost_model']})")
 
 
 @app.command("report")

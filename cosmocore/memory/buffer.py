@@ -412,6 +412,32 @@ class ReplayBuffer:
             probs += n_fill / batch_size * self.tree.leaves(slots, MAIN_VIEW) / main_total
         return self._batch(slots, probs, source, n_fill)
 
+    def draw_probabilities(self, slots: np.ndarray, nocturnal: bool) -> np.ndarray:
+        """Chance that one draw of ``sample`` (or ``sample_nocturnal``) picks each slot: the
+        arm's replay distribution, to condition on a subset (``sample_among``)."""
+        main = self.tree.leaves(slots, MAIN_VIEW) / max(self.tree.total(MAIN_VIEW), 1e-300)
+        if not nocturnal:
+            return main
+        c = self.config
+        probs = (1.0 - c.dream_fraction) / len(self.live_slots) + np.zeros(len(slots))
+        if self.dream_size:
+            return probs + c.dream_fraction * self.tree.leaves(slots, DREAM_VIEW) / self.tree.total(DREAM_VIEW)
+        return probs + c.dream_fraction * main  # no Dream Queue: its share is filled by priority
+
+    def sample_among(self, episode_ids: Sequence[str], batch_size: int, nocturnal: bool = False) -> Batch:
+        """``batch_size`` draws from the arm's replay distribution restricted to ``episode_ids``
+        (the failures, for corrective steps): the same number for every arm, and within them
+        the arm's own preferences (a Dream Queue member 5x as often as its peers)."""
+        slots = np.array([self.slot_of[i] for i in dict.fromkeys(episode_ids) if i in self.slot_of], dtype=np.int64)
+        if len(slots) == 0:
+            raise ValueError("none of the given episodes is in the replay buffer")
+        probs = self.draw_probabilities(slots, nocturnal)
+        probs = probs / probs.sum() if probs.sum() > 0 else np.full(len(slots), 1.0 / len(slots))
+        pick = self.rng.choice(len(slots), size=batch_size, p=probs)
+        dream = self.bin.take(slots[pick]) == DREAM
+        source = np.where(dream, SOURCE_DREAM, SOURCE_UNIFORM if nocturnal else SOURCE_PER).astype(np.int8)
+        return self._batch(slots[pick], probs[pick], source)
+
     # -- replay feedback -----------------------------------------------------------------------
 
     def update_priorities(

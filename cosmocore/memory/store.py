@@ -84,11 +84,13 @@ EVALUATIONS_SCHEMA = pa.schema(
         pa.field("arm", pa.string()),
         pa.field("seed", pa.int64()),
         pa.field("cycle", pa.int64()),
-        pa.field("split", pa.string()),
+        pa.field("split", pa.string()),  # practice | dev | test (older stores: eval)
         pa.field("task_id", pa.string()),
         pa.field("family", pa.string()),
         pa.field("bug_class", pa.string()),
         pa.field("turn", pa.int32()),
+        pa.field("sample", pa.int32()),  # 0: the greedy reply (k sampled replies: 0..k-1)
+        pa.field("group", pa.string()),  # held-out rows: the bug class was practised by the run, or not
         pa.field("outcome", pa.string()),
         pa.field("checks_passed", pa.int32()),
         pa.field("checks_total", pa.int32()),
@@ -151,6 +153,11 @@ Filter = tuple[str, str, Any]
 _OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "in", "not in"}
 
 
+#: Columns added after schema version 1 was first written: an older table gains them (null in
+#: its old rows) when opened, a metadata-only commit; every other missing column is refused.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"evaluations": ("sample", "group")}
+
+
 class StoreError(ValueError):
     """The URI is not a usable CosmoCore store (missing, foreign, or newer schema)."""
 
@@ -161,6 +168,7 @@ class _Backend(Protocol):
     def create(self, name: str, schema: pa.Schema, properties: dict[str, str]) -> None: ...
     def properties(self, name: str) -> dict[str, str]: ...
     def arrow_schema(self, name: str) -> pa.Schema: ...
+    def add_columns(self, name: str, fields: list[pa.Field]) -> None: ...
     def insert_new(self, name: str, table: pa.Table, key: str) -> int: ...
     def overwrite(self, name: str, table: pa.Table) -> None: ...
     def read(self, name: str, columns: list[str] | None, where: str | None) -> pa.Table: ...
@@ -228,6 +236,12 @@ class DeltaRsBackend:
 
     def arrow_schema(self, name: str) -> pa.Schema:
         return pa.schema(self._table(name).schema())
+
+    def add_columns(self, name: str, fields: list[pa.Field]) -> None:
+        from deltalake.schema import Field, PrimitiveType
+
+        types = {pa.int32(): "integer", pa.int64(): "long", pa.string(): "string", pa.float64(): "double"}
+        self._table(name).alter.add_columns([Field(f.name, PrimitiveType(types[f.type])) for f in fields])
 
     def insert_new(self, name: str, table: pa.Table, key: str) -> int:
         from deltalake.exceptions import CommitFailedError
@@ -330,6 +344,12 @@ class SparkBackend:
         from pyspark.sql.pandas.types import to_arrow_schema
 
         return to_arrow_schema(self.spark.read.format("delta").load(self.uri(name)).schema)
+
+    def add_columns(self, name: str, fields: list[pa.Field]) -> None:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        ddl = from_arrow_schema(pa.schema(fields)).toDDL()
+        self.spark.sql(f"ALTER TABLE {self._ref(name)} ADD COLUMNS ({ddl})")
 
     def insert_new(self, name: str, table: pa.Table, key: str) -> int:
         view = f"cosmocore_src_{uuid.uuid4().hex}"
@@ -544,6 +564,10 @@ class Store:
                 f"{SCHEMA_VERSION}: upgrade cosmocore"
             )
         actual = self.backend.arrow_schema(spec.name)
+        added = [f for f in spec.schema if f.name not in actual.names and f.name in ADDED_COLUMNS.get(spec.name, ())]
+        if added:
+            self.backend.add_columns(spec.name, added)
+            actual = self.backend.arrow_schema(spec.name)
         for f in spec.schema:
             if f.name not in actual.names:
                 raise StoreError(f"{where} has a foreign schema: column {f.name!r} is missing")

@@ -32,7 +32,8 @@ from cosmocore.report import metrics as M
 SCHEMA_VERSION = 1
 BASELINE = "uniform"
 NOT_MEASURABLE, REPRODUCED, NOT_REPRODUCED = "not measurable", "reproduced", "not reproduced"
-EVAL_COLUMNS = ["run_id", "arm", "seed", "cycle", "task_id", "family", "bug_class", "turn", "outcome", "entropy"]
+EVAL_COLUMNS = ["run_id", "arm", "seed", "cycle", "split", "task_id", "family", "bug_class", "turn", "outcome",
+                "entropy"]
 EPISODE_COLUMNS = ["run_id", "arm", "seed", "cycle", "turn", "entropy", "valence", "arousal", "bin"]
 # Headline comparisons of every arm against the baseline: report metric -> per-arm value key.
 HEADLINE = ("final_hallucination_rate", "cycles_to_zero_error", "bug_recurrence_rate",
@@ -153,7 +154,8 @@ def read_tables(uri: str, run_ids: Sequence[str]) -> tuple[dict[str, list[dict]]
     except StoreError as exc:
         raise ReportError(str(exc)) from None
     where = [("run_id", "in", list(run_ids))]
-    evals = M.split_runs(store.read_evaluations(filters=where, columns=EVAL_COLUMNS))
+    rows = store.read_evaluations(filters=where, columns=EVAL_COLUMNS).to_pylist()
+    evals = M.split_runs([r for r in rows if r["split"] != "practice"])  # held-out rows (older stores: "eval")
     episodes = M.split_runs(store.read_episodes(filters=where, columns=EPISODE_COLUMNS))
     return evals, episodes, store.versions()
 

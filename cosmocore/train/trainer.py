@@ -40,8 +40,10 @@ from filelock import FileLock
 
 from cosmocore import atomic
 from cosmocore.memory.buffer import BIN_NAMES, SOURCE_DREAM, Batch, ReplayBuffer
-from cosmocore.memory.config import BufferConfig, TaggerConfig, option
+from cosmocore.memory.config import TaggerConfig
 from cosmocore.memory.store import Store
+from cosmocore.train.config import ARMS, TrainConfig, buffer_config  # noqa: F401 - re-exported
+from cosmocore.train.tasks import RunTasks
 from cosmocore.memory.tagger import AffectiveTagger, ArousalNormaliser, Execution, Featurizer, roc_auc, valence_target
 from miniworld.suites import catalog
 from miniworld.sandbox.python_sandbox import open_sandbox
@@ -51,106 +53,9 @@ from miniworld.task import Task, messages
 
 log = logging.getLogger(__name__)
 
-ARMS = ("uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos")
 #: Executed attempts the critic is refitted on each day: the newest, as the policy (and so its
 #: prompt states) drifts; a 4096-row least squares is milliseconds.
 CRITIC_WINDOW = 4096
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a training run, with its default and why it exists."""
-
-    model: str = option("smollm2-135m", "policy: smollm2-135m, tiny, or a Hugging Face id / local path")
-    arm: str = option("cosmocore", f"replay arm: {', '.join(ARMS)}")
-    suite: str = option("standard", "Mini-World task suite (tasks/NAME.yaml or a path)")
-    cycles: int = option(10, "day + night + eval cycles, numbered 1..cycles (cycle 0 = the initial evaluation)")
-    seed: int = option(0, "seeds task sampling, generation, init and replay")
-    store: str = option("./store", "Delta store URI for episodes/evaluations/buffer_state")
-    out: str = option("./runs/train", "directory for checkpoints and the run summary")
-    run_id: str | None = option(None, "run id (default: derived from arm and seed)")
-    episodes_per_cycle: int = option(16, "train tasks attempted per day phase")
-    turns: int = option(2, "attempts per task in the day phase (2 = one self-correction turn)")
-    max_new_tokens: int = option(256, "generation budget per attempt")
-    temperature: float = option(0.9, "sampling temperature (behaviour log-probs are stored after it)")
-    lr: float = option(1e-5, "Adam learning rate (the paper's 1e-5)")
-    clip_eps: float = option(0.2, "PPO clip range for the importance ratio")
-    ratio_cap: float = option(5.0, "truncate importance ratios above this (stale replayed samples)")
-    vf_coef: float = option(0.5, "value-loss coefficient")
-    value_ridge: float = option(1.0, "after each day's TDs the critic is refitted in closed form (ridge, this "
-                                "penalty) on the last 4096 executed attempts, so from cycle 2 on TD and arousal "
-                                "measure surprise (0 = only the night's gradient steps, at the policy's lr)")
-    ent_coef: float = option(0.001, "entropy-bonus coefficient")
-    kl_beta: float = option(0.01, "KL-to-reference coefficient (k3 estimator)")
-    correction_coef: float = option(0.0, "weight of the corrective term: the NLL of the train task's reference "
-                                    "fix after each replayed failure's prompt (0 = pure PPO, as in the paper)")
-    fix_weight: float = option(1.0, "loss weight of the reference tokens that differ from the buggy code (the fix itself) "
-                               "against 1 for the tokens a copy of the buggy code gets right, in the warm start and the "
-                               "corrective term (1 = plain NLL, where the copy dominates the loss)")
-    nocturnal_steps: int = option(4, "optimizer steps per nocturnal phase")
-    correction_steps: int = option(0, "extra night steps on the corrective term alone (needs correction_coef > 0), "
-                                   "each over the failures of a fresh minibatch drawn by the arm's sampler: no PPO "
-                                   "forward, so ~40% of a PPO step's cost for the same number of fixes shown")
-    rehearsal_pairs: int = option(0, "random train (buggy -> reference) pairs added to each corrective-only step "
-                                  "(needs correction_steps > 0), as in the warm start: against forgetting what "
-                                  "it taught")
-    minibatch: int = option(8, "episodes per nocturnal minibatch")
-    max_grad_norm: float = option(1.0, "gradient clipping")
-    eval_tasks: int = option(0, "held-out tasks evaluated per cycle (0 = all)")
-    eval_turns: int = option(2, "greedy attempts per eval task (2 measures self-correction)")
-    cocos_gamma: float = option(0.5, "COCOS accumulated-reward discount")
-    cocos_k: int = option(2, "COCOS rollouts per task (RLOO baseline)")
-    tagger_epochs: int = option(20, "tagger epochs per night")
-    warmup_sft: int = option(0, "supervised warm-start steps on (buggy -> reference) pairs of the train split "
-                             "before cycle 0 (COCOS's 'boost model' step); the KL reference is the warmed-up policy")
-    sft_batch: int = option(4, "pairs per warm-start step")
-    sft_lr: float = option(5e-5, "warm-start Adam learning rate")
-    warmup_cache: str | None = option(None, "directory caching warmed-up weights by (model, suite, seed, warm-up "
-                                      "settings), so the arms of one seed share one warm start")
-    train_layers: int = option(0, "train only the top K transformer blocks (0 = all): backward stops there, "
-                               "~2-3x faster steps on a CPU")
-    frozen_cache_mb: float = option(512.0, "with train_layers: memory for the frozen lower blocks' output per token "
-                                    "sequence, so training-side passes over a sequence seen before run only the top "
-                                    "K blocks (Llama-family models without LoRA; 0 = off)")
-    bf16_autocast: bool | None = option(False, "bf16 autocast of the training-side passes (warm start, night, value "
-                                        "and tagger features) of a float32 model; None = where the CPU has native "
-                                        "bf16 (avx512_bf16/amx). Generation stays float32: SmolLM2-135M decoding "
-                                        "under bf16 broke 4 of 6 answers into syntax errors")
-    workers: int = option(2, "sandbox workers")
-    timeout_s: float = option(30.0, "wall-clock limit per candidate")
-    device: str | None = option(None, "cpu, cuda, cuda:N (default: cuda when present)")
-    lora: bool | None = option(None, "LoRA adapters (default: on for models over ~1B parameters)")
-    spark_remote: str | None = option(None, "Spark Connect server (sc://host:port); default: local")
-
-    def __post_init__(self) -> None:
-        if self.arm not in ARMS:
-            raise ValueError(f"unknown arm {self.arm!r} (known: {', '.join(ARMS)})")
-        for name in ("cycles", "episodes_per_cycle", "turns", "nocturnal_steps", "minibatch", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        for name in ("warmup_sft", "correction_steps", "rehearsal_pairs", "train_layers", "value_ridge",
-                     "frozen_cache_mb"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
-        if self.correction_steps and not self.correction_coef:
-            raise ValueError("--correction-steps needs --correction-coef > 0 (its steps train the corrective term alone; "
-                             "to turn the term off set correction_steps=0 and rehearsal_pairs=0 too)")
-        if self.rehearsal_pairs and not self.correction_steps:
-            raise ValueError("--rehearsal-pairs needs --correction-steps > 0 (the pairs join the corrective-only steps)")
-        self.run_id = self.run_id or f"{self.arm}-s{self.seed}-{uuid.uuid4().hex[:6]}"
-
-
-def buffer_config(arm: str) -> BufferConfig:
-    """The replay ablations as buffer settings (the paper's values for the full arm)."""
-    base = BufferConfig()
-    if arm == "uniform":  # PPO with uniform replay of the same buffer, nothing affective
-        return BufferConfig(**{**asdict(base), "alpha": 0.0, "dream_fraction": 0.0, "dream_rate": 1.0,
-                               "prune_valence": 0.0, "prune_arousal": 0.0})
-    if arm == "no_prioritization":  # valence gating off: no Dream Queue, no affective priority
-        return BufferConfig(**{**asdict(base), "lam": 0.0, "dream_fraction": 0.0, "dream_rate": 1.0})
-    if arm == "no_pruning":
-        return BufferConfig(**{**asdict(base), "prune_valence": 0.0, "prune_arousal": 0.0})
-    return base
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -294,15 +199,18 @@ class Trainer:
         self._ref_ids: dict[str, list[int]] = {}  # task id -> reference completion ids (see _reference_ids)
         self._fix_masks: dict[str, list[int]] = {}  # task id -> fix mask (see _fix_mask)
         self.cycle = 0
+        self._eval_cached, self._eval_replies = False, 0
         self.history: list[dict] = []
         self._owns_sandbox = sandbox is None
         self.sandbox = sandbox or open_sandbox(suite.task_kind, spark_remote=cfg.spark_remote, workers=cfg.workers,
                                                timeout_s=cfg.timeout_s)  # python suites need no Spark
         self.tasks = catalog.load_tasks(suite, self.sandbox)
         self.train_tasks = [t for t in self.tasks if t.split == "train"]
-        self.eval_tasks = [t for t in self.tasks if t.split == "eval"]
-        if not self.train_tasks or not self.eval_tasks:
-            raise ValueError(f"suite {cfg.suite!r} needs both train and eval tasks")
+        try:
+            self.run_tasks = RunTasks.choose(self.tasks, cfg.seed, cfg.practice_tasks, cfg.eval_split, cfg.eval_tasks)
+        except ValueError as exc:
+            raise ValueError(f"suite {cfg.suite!r}: {exc}") from None
+        self.failed: set[str] = set()  # buffered episodes that failed: what corrective steps draw among
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast of a training-side forward (``bf16_autocast``); backward runs outside it."""
@@ -363,7 +271,7 @@ class Trainer:
 
     def day(self) -> dict:
         cfg = self.cfg
-        tasks = [self.rng.choice(self.train_tasks) for _ in range(cfg.episodes_per_cycle)]
+        tasks = self.run_tasks.day_draws(cfg.seed, self.cycle, cfg.episodes_per_cycle)
         attempts, shared = self._day_rollout(tasks)
         values, feats, states = self._values_and_features(attempts)
         rewards = np.array([a.result.reward for a in attempts])
@@ -389,6 +297,7 @@ class Trainer:
         if cfg.arm != "cocos":
             self.buffer.add([r["episode_id"] for r in rows], td_error=td, valence=[a.valence for a in attempts],
                             arousal=[a.arousal for a in attempts], entropy=[r["entropy"] for r in rows])
+            self.failed.update(r["episode_id"] for r in rows if r["reward"] < 1.0)
         self._day_attempts = attempts
         entropy = float(np.mean([np.mean(a.generation.entropy) if a.generation.entropy else 0.0 for a in attempts]))
         conf = [math.exp(lp) for a in attempts for lp in a.generation.logprobs]
@@ -504,11 +413,14 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm)
         self.optimizer.step()
 
+    @property
+    def _nocturnal(self) -> bool:
+        """Whether the arm replays through the Dream Queue (80% Dream Queue + 20% uniform)."""
+        return self.cfg.arm in ("cosmocore", "no_pruning")
+
     def _draw(self, n: int) -> Batch:
-        """A nocturnal minibatch from the arm's sampler (80% Dream Queue + 20% uniform for CosmoCore)."""
-        if self.cfg.arm in ("cosmocore", "no_pruning"):
-            return self.buffer.sample_nocturnal(n)
-        return self.buffer.sample(n)
+        """A nocturnal minibatch from the arm's sampler."""
+        return self.buffer.sample_nocturnal(n) if self._nocturnal else self.buffer.sample(n)
 
     def _episodes(self, ids: list[str]) -> list[dict]:
         table = self.store.read_episodes(episode_ids=list(dict.fromkeys(ids)),
@@ -531,10 +443,6 @@ class Trainer:
             rows = self._episodes(batch.episode_ids)
             with self._autocast():
                 loss, s, new_td = self._loss(rows, None, torch.as_tensor(batch.weights, dtype=torch.float32))
-                correction = self._correction(rows)
-            if correction is not None:
-                loss = loss + cfg.correction_coef * correction
-                s["correction_nll"] = correction.item()
             self._step(loss)
             # replay feedback: new TD errors become priorities
             self.buffer.update_priorities(batch, new_td.float().cpu().numpy())
@@ -544,8 +452,11 @@ class Trainer:
             stats.append(s)
             self.progress("night", step + 1, cfg.nocturnal_steps + corrective)
         for step in range(corrective):
-            # the same sampler picks which failures are shown their fix again (no TDs: no new priorities)
-            rows = self._episodes(self._draw(cfg.minibatch).episode_ids)
+            # The arm's sampler picks which failures are shown their fix again, always `minibatch`
+            # of them: the arms differ in which corrections a night makes, not in how many (no
+            # TDs: no new priorities).
+            failed = [i for i in self.failed if i in self.buffer.slot_of]
+            rows = self._episodes(self.buffer.sample_among(failed, cfg.minibatch, nocturnal=self._nocturnal).episode_ids) if failed else []
             with self._autocast():
                 correction = self._correction(rows, self._rehearsal(step))
             if correction is not None:
@@ -608,41 +519,65 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
-        cfg = self.cfg
-        tasks = self.eval_tasks if not cfg.eval_tasks else self.eval_tasks[: cfg.eval_tasks]
-        shared = self._shared_eval_path(tasks) if self.cycle == 0 else None
-        with cache_lock(shared) if shared is not None else contextlib.nullcontext():
-            cached = shared is not None and shared.exists()
-            if cached:
-                results = json.loads(shared.read_text())
-                self.progress("eval", cfg.eval_turns, cfg.eval_turns)  # a bar waiting on it completes
-            else:
-                attempts = self.rollout(tasks, cfg.eval_turns, greedy=True, phase="eval")
-                results = [{"task_id": a.task.id, "family": a.task.family, "bug_class": a.task.bug_class,
-                            "turn": a.turn, "outcome": a.result.outcome, "checks_passed": a.result.checks_passed,
-                            "checks_total": a.result.checks_total, "reward": a.result.reward,
-                            "entropy": float(np.mean(a.generation.entropy)) if a.generation.entropy else 0.0}
-                           for a in attempts]
-                if shared is not None:
-                    atomic.write_text(shared, json.dumps(results))
-        rows = [{"eval_id": f"{cfg.run_id}-c{self.cycle}-{r['task_id']}-t{r['turn']}", "run_id": cfg.run_id,
-                 "arm": cfg.arm, "seed": cfg.seed, "cycle": self.cycle, "split": "eval", **r,
-                 "model_version": f"{cfg.run_id}@c{self.cycle}"} for r in results]
-        self.store.append_evaluations(rows)
-        first = [r for r in results if r["turn"] == 1]
-        return {"eval_hallucination_rate": float(np.mean([r["outcome"] != "correct" for r in first])),
-                "eval_reward": float(np.mean([r["reward"] for r in first])),
-                "eval_outcomes": {o: sum(r["outcome"] == o for r in first) for o in sorted({r["outcome"] for r in first})},
-                **({"eval_cached": True} if cached else {})}
+        """Greedy scores of this cycle: the practice set every cycle (turn 1: cycles-to-zero-error
+        counts on it), the held-out split (``eval_split``, all its turns) at cycle 0, the last
+        cycle and every ``eval_every`` cycles. Cycle 0's are read from the arms' shared cache."""
+        cfg, tasks = self.cfg, self.run_tasks
+        self._eval_replies = 0
+        held = self.cycle in (0, cfg.cycles) or bool(cfg.eval_every and self.cycle % cfg.eval_every == 0)
+        out: dict[str, Any] = {}
+        practice = self._scored("practice", tasks.practice, 1)
+        out["practice_errors"] = sum(r["outcome"] != "correct" for r in practice)
+        out["practice_hallucination_rate"] = out["practice_errors"] / len(practice)
+        rows = practice
+        if held:
+            scored = self._scored(cfg.eval_split, tasks.held_out, cfg.eval_turns)
+            first = [r for r in scored if r["turn"] == 1]
+            out.update({"eval_split": cfg.eval_split,
+                        "eval_hallucination_rate": float(np.mean([r["outcome"] != "correct" for r in first])),
+                        "eval_reward": float(np.mean([r["reward"] for r in first])),
+                        "eval_outcomes": {o: sum(r["outcome"] == o for r in first)
+                                          for o in sorted({r["outcome"] for r in first})}})
+            rows = rows + scored
+        self.store.append_evaluations(
+            [{"eval_id": f"{cfg.run_id}-c{self.cycle}-{r['split']}-{r['task_id']}-t{r['turn']}-k0",
+              "run_id": cfg.run_id, "arm": cfg.arm, "seed": cfg.seed, "cycle": self.cycle, "sample": 0,
+              "model_version": f"{cfg.run_id}@c{self.cycle}", **r} for r in rows])
+        out["eval_replies"] = self._eval_replies  # decoded now (a cached cycle 0 decodes none): the cost model's count
+        if self._eval_cached:
+            out["eval_cached"] = True
+        return out
 
-    def _shared_eval_path(self, tasks: list[Task]) -> Path | None:
+    def _scored(self, split: str, tasks: list[Task], turns: int) -> list[dict]:
+        """Greedy attempts at ``tasks`` as evaluation rows (without the run's ids); at cycle 0
+        through the seed's shared cache, which the arms after the first read."""
+        shared = self._shared_eval_path(tasks, turns) if self.cycle == 0 else None
+        with cache_lock(shared) if shared is not None else contextlib.nullcontext():
+            if shared is not None and shared.exists():
+                self._eval_cached = True
+                self.progress("eval", turns, turns)  # a bar waiting on it completes
+                return json.loads(shared.read_text())
+            self._eval_cached = False
+            attempts = self.rollout(tasks, turns, greedy=True, phase="eval")
+            self._eval_replies += len(attempts)
+            rows = [{"split": split, "group": self.run_tasks.group(a.task) if split != "practice" else None,
+                     "task_id": a.task.id, "family": a.task.family, "bug_class": a.task.bug_class,
+                     "turn": a.turn, "outcome": a.result.outcome, "checks_passed": a.result.checks_passed,
+                     "checks_total": a.result.checks_total, "reward": a.result.reward,
+                     "entropy": float(np.mean(a.generation.entropy)) if a.generation.entropy else 0.0}
+                    for a in attempts]
+            if shared is not None:
+                atomic.write_text(shared, json.dumps(rows))
+            return rows
+
+    def _shared_eval_path(self, tasks: list[Task], turns: int) -> Path | None:
         """Where cycle 0's evaluation is kept beside the warm start it measures (``warmup_cache``):
         every arm of a seed starts from the same weights and evaluates greedily, so the arms
         after the first read that evaluation instead of decoding it again."""
         if not self.cfg.warmup_cache:
             return None
         cfg = self.cfg
-        ident = {"warmup": self._warmup_key(), "warmed_up": self.warmed_up, "turns": cfg.eval_turns,
+        ident = {"v": 2, "warmup": self._warmup_key(), "warmed_up": self.warmed_up, "turns": turns,
                  "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "timeout_s": cfg.timeout_s,
                  "tasks": [[t.id, t.buggy_code] for t in tasks]}
         key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
@@ -704,6 +639,8 @@ class Trainer:
         self.buffer = ReplayBuffer.rebuild(self.store, buffer_config(self.cfg.arm), seed=self.cfg.seed,
                                            state_version=version)
         self.buffer.rng.bit_generator.state = state["rng"]["buffer"]
+        mine = self.store.read_episodes(filters=[("run_id", "=", self.cfg.run_id)], columns=["episode_id", "reward"])
+        self.failed = {r["episode_id"] for r in mine.to_pylist() if r["reward"] is not None and r["reward"] < 1.0}
         return True
 
     def _correction(self, rows: list[dict], rehearsal: list[Task] = ()) -> torch.Tensor | None:
@@ -727,7 +664,8 @@ class Trainer:
         otherwise overwrites what the warm start taught (held-out fixes were lost). Seeded by
         (seed, cycle, step), so a resumed night draws the same and the day's draws do not move."""
         rng = random.Random(f"{self.cfg.seed}/rehearsal/{self.cycle}/{step}")
-        return [self.train_tasks[rng.randrange(len(self.train_tasks))] for _ in range(self.cfg.rehearsal_pairs)]
+        pool = self.run_tasks.warm_pool
+        return [pool[rng.randrange(len(pool))] for _ in range(self.cfg.rehearsal_pairs)]
 
     def _nll(self, prompt_ids: list[list[int]], tasks: list[Task]) -> torch.Tensor:
         """Weighted token-mean NLL (at temperature 1) of each task's reference after its prompt,
@@ -775,7 +713,7 @@ class Trainer:
         return out
 
     def _sft_pairs(self) -> list[tuple[list[int], list[int]]]:
-        return [(self.policy.encode_chat(messages(t)), self._reference_ids(t)) for t in self.train_tasks]
+        return [(self.policy.encode_chat(messages(t)), self._reference_ids(t)) for t in self.run_tasks.warm_pool]
 
     def warmup(self) -> dict:
         """Supervised fine-tuning on the train split's own (buggy prompt -> reference code)
@@ -786,7 +724,7 @@ class Trainer:
         cfg = self.cfg
         started = time.monotonic()
         opt = torch.optim.Adam([p for p in self.policy.model.parameters() if p.requires_grad], lr=cfg.sft_lr)
-        pairs = list(zip(self._sft_pairs(), self.train_tasks))
+        pairs = list(zip(self._sft_pairs(), self.run_tasks.warm_pool))
         rng = random.Random(f"{cfg.seed}/warmup")
         losses = []
         self.policy.model.train()
@@ -882,11 +820,23 @@ class Trainer:
         return {"run_id": self.cfg.run_id, "arm": self.cfg.arm, "seed": self.cfg.seed,
                 "cycles_completed": sum(h["cycle"] >= 1 for h in self.history), "episodes": episodes,
                 "final_hallucination_rate": last.get("eval_hallucination_rate"),
+                "final_practice_errors": last.get("practice_errors"),
                 "checkpoint": str(self.out / "checkpoint.pt"), "history": self.history}
 
     def close(self) -> None:
         if self._owns_sandbox:
             self.sandbox.close()
+
+
+def cycle_line(r: dict) -> str:
+    """One cycle's record as a log line: practice errors every cycle, the held-out rate when scored."""
+    line = f"cycle {r['cycle']}: practice errors {r['practice_errors']}"
+    if "eval_hallucination_rate" in r:
+        line += f", {r['eval_split']} hallucination {r['eval_hallucination_rate']:.3f}"
+    if r["cycle"] == 0:  # the initial evaluation: no day, no night
+        return line + " (before training)"
+    return line + (f", day reward {r['day_reward']:.3f}, dream queue {r.get('dream_queue', 0)}, "
+                   f"approx_kl {r.get('approx_kl', float('nan')):.4f}, clip {r.get('clip_frac', float('nan')):.3f}")
 
 
 def _means(stats: list[dict]) -> dict[str, float]:

@@ -47,6 +47,8 @@ def user_suites_dir() -> Path:
 
 
 CACHE_VERSION = 1
+#: Task splits: train (practised), dev (where profile settings are chosen), test (headline figures).
+SPLITS = ("train", "dev", "test")
 
 
 class SuiteError(ValueError):
@@ -61,13 +63,17 @@ class Suite:
     bug_classes: tuple[str, ...]
     variants: int
     kinds: tuple[str, ...]
-    eval_fraction: float
+    test_fraction: float  # eval_by pair: share of each bug class's pairs held out whole for test
     pairs: tuple[tuple[str, str], ...] | None = None  # explicit (family, bug class) list
-    eval_pairs: tuple[tuple[str, str], ...] | None = None
+    test_pairs: tuple[tuple[str, str], ...] | None = None  # pairs held out whole for test
     source: str = ""
-    eval_by: str = "pair"  # "pair": whole (family, bug class) pairs held out; "variant": each pair's last variant
+    eval_by: str = "pair"  # "pair": whole (family, bug class) pairs held out; "variant": each pair's last variants
     imported: tuple[ImportedFamily, ...] = ()  # families defined in the suite file itself
     task_kind: str = "pyspark"  # "python": plain-Python problems (kind: python, see miniworld.suites.humaneval)
+    dev_fraction: float = 0.0  # like test_fraction, for the dev split (where profile settings are chosen)
+    dev_pairs: tuple[tuple[str, str], ...] | None = None
+    test_variants: int = 1  # eval_by variant: each pair's last mutants held out for test ...
+    dev_variants: int = 0  # ... and the ones before them for dev (a held-out whole pair keeps as many)
 
 
 def suite_names() -> list[str]:
@@ -101,8 +107,9 @@ def _parse_suite(raw: dict, path: Path) -> Suite:
         from miniworld.suites import humaneval
 
         return humaneval.parse_suite(raw, path)
-    known = {"name", "description", "seed", "families", "bug_classes", "variants", "datasets",
-             "eval_fraction", "pairs", "eval_pairs", "eval_by", "imported"}
+    known = {"name", "description", "seed", "families", "bug_classes", "variants", "datasets", "pairs", "eval_by",
+             "imported", "test_fraction", "dev_fraction", "test_pairs", "dev_pairs", "test_variants", "dev_variants",
+             "eval_fraction", "eval_pairs"}  # the last two: older names of test_fraction, test_pairs
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}")
@@ -110,33 +117,44 @@ def _parse_suite(raw: dict, path: Path) -> Suite:
     all_families = pipelines.family_names() + [f.FAMILY for f in imported]
     families = all_families if raw.get("families", "all") == "all" else list(raw["families"])
     classes = list(bugs.BUG_CLASSES) if raw.get("bug_classes", "all") == "all" else list(raw["bug_classes"])
-    pairs = [tuple(p) for p in raw["pairs"]] if raw.get("pairs") else None
-    eval_pairs = [tuple(p) for p in raw["eval_pairs"]] if raw.get("eval_pairs") else None
-    for fam in families + [p[0] for p in (pairs or []) + (eval_pairs or [])]:
+
+    def pair_list(key: str, old: str | None = None) -> list[tuple[str, str]] | None:
+        value = raw.get(key, raw.get(old) if old else None)
+        return [tuple(p) for p in value] if value else None
+
+    pairs, test_pairs, dev_pairs = pair_list("pairs"), pair_list("test_pairs", "eval_pairs"), pair_list("dev_pairs")
+    named = (pairs or []) + (test_pairs or []) + (dev_pairs or [])
+    for fam in families + [p[0] for p in named]:
         if fam not in all_families:
             raise ValueError(f"unknown family {fam!r}")
-    for cls in classes + [p[1] for p in (pairs or []) + (eval_pairs or [])]:
+    for cls in classes + [p[1] for p in named]:
         if cls not in bugs.BUG_CLASSES:
             raise ValueError(f"unknown bug class {cls!r}")
+    if set(test_pairs or ()) & set(dev_pairs or ()):
+        raise ValueError("a pair cannot be in both test_pairs and dev_pairs")
     kinds = tuple(raw.get("datasets", list(pipelines.KINDS)))
     for kind in kinds:
         if kind not in pipelines.KINDS:
             raise ValueError(f"unknown dataset kind {kind!r} (known: {', '.join(pipelines.KINDS)})")
-    fraction = float(raw.get("eval_fraction", 0.25))
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError("eval_fraction must be in [0, 1)")
+    test_fraction = float(raw.get("test_fraction", raw.get("eval_fraction", 0.25)))
+    dev_fraction = float(raw.get("dev_fraction", 0.0))
+    if not (0.0 <= test_fraction < 1.0 and 0.0 <= dev_fraction < 1.0 and test_fraction + dev_fraction < 1.0):
+        raise ValueError("test_fraction and dev_fraction must be in [0, 1) and sum to under 1")
     variants = int(raw.get("variants", 1))
     if variants < 1:
         raise ValueError("variants must be >= 1")
     eval_by = str(raw.get("eval_by", "pair"))
     if eval_by not in ("pair", "variant"):
         raise ValueError(f"eval_by must be 'pair' or 'variant', got {eval_by!r}")
-    if eval_by == "variant" and (eval_pairs or variants < 2):
-        raise ValueError("eval_by: variant holds out each pair's last variant: it needs variants >= 2 and no eval_pairs")
+    test_variants, dev_variants = int(raw.get("test_variants", 1)), int(raw.get("dev_variants", 0))
+    if eval_by == "variant" and (test_variants < 1 or dev_variants < 0 or variants < test_variants + dev_variants + 1):
+        raise ValueError("eval_by: variant holds out each pair's last test_variants (>= 1) and dev_variants (>= 0) "
+                         "mutants: it needs variants >= test_variants + dev_variants + 1")
     return Suite(str(raw.get("name", path.stem)), int(raw.get("seed", 0)), tuple(families),
-                 tuple(classes), variants, kinds, fraction,
-                 tuple(pairs) if pairs else None, tuple(eval_pairs) if eval_pairs else None, str(path), eval_by,
-                 imported)
+                 tuple(classes), variants, kinds, test_fraction,
+                 tuple(pairs) if pairs else None, tuple(test_pairs) if test_pairs else None, str(path), eval_by,
+                 imported, dev_fraction=dev_fraction, dev_pairs=tuple(dev_pairs) if dev_pairs else None,
+                 test_variants=test_variants, dev_variants=dev_variants)
 
 
 def _family(suite: Suite, name: str):
@@ -163,18 +181,38 @@ def family_datasets(suite: Suite, family: str) -> tuple[Dataset, ...]:
     return tuple(out)
 
 
-def _split(suite: Suite, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Held-out (family, bug class) pairs: per bug class, a seeded share, keeping one for training."""
-    if suite.eval_pairs is not None:
-        return set(suite.eval_pairs)
+def _held_pairs(suite: Suite, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(family, bug class) pairs held out whole -> "test" or "dev": the suite's lists, else (eval_by
+    pair) per bug class a seeded share for each, keeping at least one pair of the class to train."""
+    if suite.test_pairs is not None or suite.dev_pairs is not None:
+        return {**{p: "dev" for p in suite.dev_pairs or ()}, **{p: "test" for p in suite.test_pairs or ()}}
+    if suite.eval_by != "pair":
+        return {}
     rng = random.Random(f"{suite.seed}/split")
-    held: set[tuple[str, str]] = set()
+    held: dict[tuple[str, str], str] = {}
     for cls in dict.fromkeys(c for _, c in pairs):
         members = sorted(p for p in pairs if p[1] == cls)
         rng.shuffle(members)
-        n_eval = min(len(members) - 1, math.floor(len(members) * suite.eval_fraction + 0.5))
-        held.update(members[: max(n_eval, 0)])
+        n_test = min(len(members) - 1, math.floor(len(members) * suite.test_fraction + 0.5))
+        n_dev = min(len(members) - 1 - max(n_test, 0), math.floor(len(members) * suite.dev_fraction + 0.5))
+        held.update({p: "test" for p in members[: max(n_test, 0)]})
+        held.update({p: "dev" for p in members[max(n_test, 0): max(n_test, 0) + max(n_dev, 0)]})
     return held
+
+
+def _variant_splits(suite: Suite, n: int, whole: str | None) -> list[str | None]:
+    """Each of a pair's ``n`` mutants -> its split (None: not used). eval_by variant: the last
+    ``test_variants`` go to test and the ``dev_variants`` before them to dev, the rest train (a
+    pair with too few mutants holds out fewer, and with one only trains); a pair held out whole
+    keeps as many mutants as a trained pair holds out for its split, so no pair outweighs the others."""
+    if whole is not None:
+        keep = (suite.test_variants if whole == "test" else max(suite.dev_variants, 1)) if suite.eval_by == "variant" else n
+        return [whole if k >= n - keep else None for k in range(n)]
+    if suite.eval_by != "variant" or n < 2:
+        return ["train"] * n
+    n_test = min(suite.test_variants, n - 1)
+    n_dev = min(suite.dev_variants, n - 1 - n_test)
+    return ["train"] * (n - n_test - n_dev) + ["dev"] * n_dev + ["test"] * n_test
 
 
 def generate(suite: Suite) -> list[Task]:
@@ -184,8 +222,7 @@ def generate(suite: Suite) -> list[Task]:
 
         return humaneval.generate(suite)
     candidates: list[tuple[str, str]] = list(suite.pairs or [])
-    if suite.eval_pairs:
-        candidates += [p for p in suite.eval_pairs if p not in candidates]
+    candidates += [p for p in (suite.test_pairs or ()) + (suite.dev_pairs or ()) if p not in candidates]
     if not candidates:
         candidates = [(f, c) for f in suite.families for c in suite.bug_classes]
     tasks: list[Task] = []
@@ -203,18 +240,19 @@ def generate(suite: Suite) -> list[Task]:
             made.setdefault((family, cls), []).append((variant, buggy))
         if (family, cls) in made:
             applicable.append((family, cls))
-    held = _split(suite, applicable) if suite.eval_by == "pair" else set()
+    held = _held_pairs(suite, applicable)
     datasets = {f: family_datasets(suite, f) for f in dict.fromkeys(f for f, _ in applicable)}
     for family, cls in applicable:
         module = _family(suite, family)
         reference = _reference(module)
         variants = made[(family, cls)]
-        for k, (variant, buggy) in enumerate(variants):
-            # eval_by variant: a pair's last variant is held out (a pair with one variant trains)
-            last = suite.eval_by == "variant" and len(variants) > 1 and k == len(variants) - 1
+        splits = _variant_splits(suite, len(variants), held.get((family, cls)))
+        for k, ((variant, buggy), split) in enumerate(zip(variants, splits)):
+            if split is None:
+                continue
             tasks.append(Task(
                 id=f"{family}.{cls}.{k}", family=family, bug_class=cls, variant=variant,
-                split="eval" if (family, cls) in held or last else "train", spec=module.SPEC.strip(),
+                split=split, spec=module.SPEC.strip(),
                 inputs=dict(module.INPUTS), keys=tuple(module.KEYS), ordered=bool(module.ORDERED),
                 reference_code=reference, buggy_code=buggy, datasets=datasets[family]))
     return tasks
@@ -253,7 +291,7 @@ class VerifyReport:
         return {"suite": suite.name, "tasks": len(kept), "families": len({t.family for t in kept}),
                 "bug_classes": len({t.bug_class for t in kept}), "verified": len(kept),
                 "generated": self.generated, "discarded_unobservable": len(self.unobservable),
-                "train": sum(t.split == "train" for t in kept), "eval": sum(t.split == "eval" for t in kept),
+                **{split: sum(t.split == split for t in kept) for split in SPLITS},
                 "failures": self.failures}
 
 

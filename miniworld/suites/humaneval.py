@@ -4,7 +4,7 @@
 A task's spec is the problem's prompt (signature + docstring); there is no buggy code: the model
 writes the function. The test and entry point travel with the task; :mod:`miniworld.sandbox.python_sandbox` runs
 a candidate against each check of the test. The train/eval split is a seeded shuffle of the
-problem ids with the suite file's ``eval_fraction`` held out (``tasks/humaneval.yaml``: seed 0,
+problem ids with the suite file's ``test_fraction`` held out (``tasks/humaneval.yaml``: seed 0,
 0.5, i.e. 82 train / 82 eval). Verification runs every canonical solution (it must score
 ``correct``) and the bare prompt with a ``pass`` body (it must not: a problem an empty function
 solves measures nothing, like an unobservable mutant).
@@ -61,9 +61,9 @@ def split(ids: list[str], seed: int, eval_fraction: float) -> set[str]:
 def generate(suite: Any) -> list[Task]:
     """Every problem as a task (in file order); ``suite`` gives seed and eval fraction."""
     probs = problems()
-    held = split([p["task_id"] for p in probs], suite.seed, suite.eval_fraction)
+    held = split([p["task_id"] for p in probs], suite.seed, suite.test_fraction)
     return [Task(id=p["task_id"], family=FAMILY, bug_class=BUG_CLASS, variant=0,
-                 split="eval" if p["task_id"] in held else "train", spec=p["prompt"], inputs={}, keys=(),
+                 split="test" if p["task_id"] in held else "train", spec=p["prompt"], inputs={}, keys=(),
                  ordered=False, reference_code=p["prompt"] + p["canonical_solution"], buggy_code="",
                  datasets=(), kind="python", entry_point=p["entry_point"], test_code=p["test"])
             for p in probs]
@@ -131,7 +131,7 @@ def parse_suite(raw: dict, path: Path) -> Any:
     """A ``kind: python`` suite file (``tasks/humaneval.yaml``) as a catalog Suite."""
     from miniworld.suites.catalog import Suite, SuiteError
 
-    known = {"name", "description", "kind", "problems", "seed", "eval_fraction"}
+    known = {"name", "description", "kind", "problems", "seed", "test_fraction", "eval_fraction"}
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)} for a kind: python suite")
@@ -139,9 +139,9 @@ def parse_suite(raw: dict, path: Path) -> Any:
         raise ValueError(f"unknown kind {raw.get('kind')!r} (known: pyspark, python)")
     if raw.get("problems", "humaneval") != "humaneval":
         raise ValueError(f"unknown problems {raw.get('problems')!r} (known: humaneval)")
-    fraction = float(raw.get("eval_fraction", 0.5))
+    fraction = float(raw.get("test_fraction", raw.get("eval_fraction", 0.5)))  # eval_fraction: its older name
     if not 0.0 < fraction < 1.0:
-        raise ValueError("eval_fraction must be in (0, 1): training and evaluation both need problems")
+        raise ValueError("test_fraction must be in (0, 1): training and the test split both need problems")
     try:
         data_file()
     except FileNotFoundError as exc:

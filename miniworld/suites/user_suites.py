@@ -56,7 +56,7 @@ class ImportResult:
                 "function": self.analysis.function, "inputs": self.family.INPUTS,
                 "schema_sources": self.analysis.schema_sources, "keys": self.family.KEYS,
                 "ordered": self.family.ORDERED, "tasks": len(mine),
-                "train": sum(t.split == "train" for t in mine), "eval": sum(t.split == "eval" for t in mine),
+                **{split: sum(t.split == split for t in mine) for split in ("train", "dev", "test")},
                 "bug_classes": dict(sorted(per_class.items())),
                 "not_applicable": [c for c in bugs.BUG_CLASSES if c not in self.applicable],
                 "discarded_unobservable": len(tried), "suite_families": self.families,

@@ -161,6 +161,32 @@ def test_nocturnal_minibatch_is_80_percent_dream_queue_20_percent_uniform() -> N
     assert b.weights.max() == pytest.approx(1.0)
 
 
+def test_sample_among_draws_the_arms_distribution_restricted_to_the_given_episodes() -> None:
+    """Corrective steps draw `n` failures for every arm; within them, each arm's preferences:
+    the nocturnal mixture favours Dream Queue members, the uniform arm (alpha 0) does not."""
+    buf = ReplayBuffer(BufferConfig(capacity=64), seed=1)
+    buf.add(ids("d", 5), valence=[-0.9] * 5, arousal=[0.95] * 5)
+    buf.add(ids("m", 20), valence=[0.3] * 20, arousal=[0.5] * 20)
+    failures = ids("d", 5) + ids("m", 20)[:10]  # 5 dream members + 10 main entries
+    batches = [buf.sample_among(failures, 4, nocturnal=True) for _ in range(2000)]
+    assert all(len(b) == 4 for b in batches)
+    slots = np.concatenate([b.slots for b in batches])
+    allowed = np.array([buf.slot_of[e] for e in failures])
+    assert np.isin(slots, allowed).all()
+    probs = buf.draw_probabilities(allowed, nocturnal=True)
+    counts = np.bincount(slots, minlength=64)[allowed]
+    assert chi2_ok(counts, probs / probs.sum() * len(slots))
+    dream = np.isin(slots, [buf.slot_of[e] for e in ids("d", 5)]).mean()
+    assert dream > 0.8  # 80% Dream Queue + its uniform share, against 5/15 of the failures
+    uniform = ReplayBuffer(BufferConfig(capacity=64, alpha=0.0, dream_fraction=0.0, dream_rate=1.0), seed=1)
+    uniform.add(ids("d", 5), valence=[-0.9] * 5, arousal=[0.95] * 5)
+    uniform.add(ids("m", 20), valence=[0.3] * 20, arousal=[0.5] * 20)
+    even = np.concatenate([uniform.sample_among(failures, 4).slots for _ in range(2000)])
+    assert chi2_ok(np.bincount(even, minlength=64)[allowed], np.full(15, len(even) / 15))
+    with pytest.raises(ValueError, match="none of the given episodes"):
+        buf.sample_among(["nope"], 4)
+
+
 def test_short_dream_queue_is_filled_from_the_buffer_and_reported() -> None:
     buf = ReplayBuffer(BufferConfig(capacity=64, dream_max_draws_per_member=4.0), seed=2)
     buf.add(ids("d", 3), valence=[-0.9] * 3, arousal=[0.9] * 3)

@@ -137,10 +137,12 @@ def test_training_goes_on_to_the_budget_without_losing_or_repeating_anything(cra
     rows = _episodes(store)
     _assert_cycles_complete(rows, summary["run_id"], set(range(1, CYCLES + 1)))
     assert summary["episodes"] == len(rows)
-    evals = store.read_evaluations(columns=["eval_id", "cycle", "turn"]).to_pylist()
+    evals = store.read_evaluations(columns=["eval_id", "cycle", "turn", "split"]).to_pylist()
     assert len({e["eval_id"] for e in evals}) == len(evals)
-    per_cycle = [sum(e["cycle"] == c for e in evals) for c in range(CYCLES + 1)]
-    assert per_cycle[0] > 0 and per_cycle == [per_cycle[0]] * (CYCLES + 1), per_cycle  # none lost, none twice
+    for split, cycles in (("practice", range(CYCLES + 1)), ("test", (0, CYCLES))):  # none lost, none twice
+        per_cycle = [sum(e["cycle"] == c and e["split"] == split for e in evals) for c in cycles]
+        assert per_cycle[0] > 0 and per_cycle == [per_cycle[0]] * len(cycles), (split, per_cycle)
+    assert {e["cycle"] for e in evals if e["split"] == "test"} == {0, CYCLES}
     # cycles stored ahead of a checkpoint were dropped at resume and redone: the final rows of
     # cycle 1 are newer than the ones the night:1 kill left behind
     killed = {r["episode_id"]: r["created_at"] for r in next(s for s in crashed_run["states"]

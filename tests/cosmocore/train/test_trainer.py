@@ -37,8 +37,14 @@ def test_config_rejects_bad_arms_and_counts(tmp_path) -> None:
         _cfg(tmp_path, value_ridge=-0.5)
     with pytest.raises(ValueError, match="correction-steps needs --correction-coef"):
         _cfg(tmp_path, correction_steps=2)
+    with pytest.raises(ValueError, match="correction-coef needs --correction-steps"):
+        _cfg(tmp_path, correction_coef=1.0)
     with pytest.raises(ValueError, match="rehearsal-pairs needs --correction-steps"):
-        _cfg(tmp_path, correction_coef=1.0, rehearsal_pairs=2)
+        _cfg(tmp_path, rehearsal_pairs=2)
+    with pytest.raises(ValueError, match="eval-split must be one of test, dev"):
+        _cfg(tmp_path, eval_split="train")
+    with pytest.raises(ValueError, match="practice-tasks must be >= 1"):
+        _cfg(tmp_path, practice_tasks=0)
     with pytest.raises(ValueError, match="frozen-cache-mb must be >= 0"):
         _cfg(tmp_path, frozen_cache_mb=-1)
     assert buffer_config("uniform").alpha == 0.0 and buffer_config("cosmocore").dream_fraction == 0.8
@@ -181,7 +187,8 @@ def test_warm_start_lowers_the_nll_of_train_pairs_and_anchors_the_reference(tmp_
 def test_corrective_term_teaches_the_fix_of_replayed_failures(tmp_path, sandbox, smoke_tasks) -> None:
     """With ``correction_coef`` the night also lowers the NLL of a failed train task's reference
     after that episode's prompt; without it the term is absent from the stats."""
-    trainer = Trainer(_cfg(tmp_path, cycles=1, correction_coef=1.0, lr=2e-3, nocturnal_steps=3), sandbox=sandbox)
+    trainer = Trainer(_cfg(tmp_path, cycles=1, correction_coef=1.0, correction_steps=3, lr=2e-3, nocturnal_steps=1),
+                      sandbox=sandbox)
     day = trainer.day()
     rows = trainer._episodes(list(trainer.buffer.slot_of))
     failed = [r for r in rows if r["reward"] < 1.0]
@@ -416,9 +423,10 @@ def test_bf16_autocast_trains_and_keys_its_own_warm_start(tmp_path, sandbox, smo
 
 def test_correction_steps_add_corrective_only_steps_to_the_night(tmp_path, sandbox, smoke_tasks) -> None:
     """correction_steps: after the PPO steps, more optimizer steps on the corrective term alone,
-    over fresh draws of the arm's sampler (the random tiny model fails every task, so each
-    draw holds failures to correct); no priority update comes from them. rehearsal_pairs adds
-    that many random train pairs to each corrective-only step, the same on a rerun."""
+    each over `minibatch` failures drawn by the arm's sampler among the buffer's failures (the
+    PPO steps correct nothing: every arm shows the same number of fixes); no priority update
+    comes from them. rehearsal_pairs adds that many warm-start pairs to each corrective-only
+    step, the same on a rerun."""
     trainer = Trainer(_cfg(tmp_path, cycles=1, eval_turns=1, nocturnal_steps=1, correction_coef=1.0,
                            correction_steps=2, rehearsal_pairs=2), sandbox=sandbox)
     steps, updates, shown = [], [], []
@@ -430,11 +438,11 @@ def test_correction_steps_add_corrective_only_steps_to_the_night(tmp_path, sandb
     trainer.close()
     assert len(steps) == 3 and len(updates) == 1
     assert math.isfinite(summary["history"][-1]["correction_nll"])
-    # the PPO step corrects its 4 replayed failures; each corrective-only step adds 2 train pairs
-    assert [len(tasks) for tasks in shown] == [4, 6, 6]
+    # each corrective-only step shows 4 replayed failures and 2 rehearsed pairs; the PPO step none
+    assert [len(tasks) for tasks in shown] == [6, 6]
     trainer.cycle = 1  # the night's cycle: the draw is seeded by (seed, cycle, step), so redone alike
-    assert [t.id for t in shown[1][4:]] == [t.id for t in trainer._rehearsal(0)]
-    assert [t.id for t in shown[2][4:]] == [t.id for t in trainer._rehearsal(1)] != [t.id for t in shown[1][4:]]
+    assert [t.id for t in shown[0][4:]] == [t.id for t in trainer._rehearsal(0)]
+    assert [t.id for t in shown[1][4:]] == [t.id for t in trainer._rehearsal(1)] != [t.id for t in shown[0][4:]]
     assert all(t.split == "train" for tasks in shown for t in tasks)
 
 

@@ -64,10 +64,10 @@ def test_suite_loads_164_problems_with_a_seeded_half_split(suite, tasks) -> None
     assert suite.task_kind == "python" and len(tasks) == 164
     assert list(tasks)[:2] == ["HumanEval/0", "HumanEval/1"]
     splits = [t.split for t in tasks.values()]
-    assert splits.count("eval") == 82 and splits.count("train") == 82
+    assert splits.count("test") == 82 and splits.count("train") == 82
     assert [t.split for t in catalog.generate(suite)] == splits  # deterministic
     other = [t.split for t in catalog.generate(replace(suite, seed=1))]
-    assert other.count("eval") == 82 and other != splits  # the seed decides which half
+    assert other.count("test") == 82 and other != splits  # the seed decides which half
     for t in tasks.values():
         assert t.kind == "python" and t.entry_point and t.buggy_code == "" and t.checks_total >= 1
         assert f"def {t.entry_point}(" in t.spec and t.reference_code.startswith(t.spec)
@@ -103,7 +103,7 @@ def test_canonical_solutions_of_a_sample_are_correct(box, tasks) -> None:
 def test_verify_cli_keeps_all_164(verified) -> None:
     assert verified["verified"] == verified["tasks"] == 164, verified["failures"]
     assert verified["failures"] == [] and verified["discarded_unobservable"] == 0
-    assert verified["train"] == verified["eval"] == 82
+    assert verified["train"] == verified["test"] == 82
     print(f"humaneval verify: {verified['verified']}/164 canonical solutions correct in {verified['wall_s']:.1f}s")
 
 

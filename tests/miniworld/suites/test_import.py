@@ -156,12 +156,12 @@ def imported(cache_dir, tmp_path_factory):
 def test_import_json_and_observable_mutants_across_bug_classes(imported) -> None:
     payload, env = imported
     assert {"suite", "path", "family", "function", "inputs", "schema_sources", "keys", "ordered", "tasks", "train",
-            "eval", "bug_classes", "not_applicable", "discarded_unobservable", "duration_s"} <= payload.keys()
+            "test", "dev", "bug_classes", "not_applicable", "discarded_unobservable", "duration_s"} <= payload.keys()
     assert payload["suite"] == "mine" and Path(payload["path"]) == Path(env["COSMOCORE_SUITES"]) / "mine.yaml"
     assert payload["tasks"] >= 10 and len(payload["bug_classes"]) >= 6, payload["bug_classes"]
     assert {"join_type", "filter_boundary", "agg_function", "groupby_key_missing"} <= payload["bug_classes"].keys()
-    assert payload["train"] > 0 and payload["eval"] > 0
-    assert sum(payload["bug_classes"].values()) == payload["tasks"] == payload["train"] + payload["eval"]
+    assert payload["train"] > 0 and payload["test"] > 0
+    assert sum(payload["bug_classes"].values()) == payload["tasks"] == payload["train"] + payload["dev"] + payload["test"]
 
     listed = cli("tasks", "list", "--suite", "mine", "--json", env=env)  # from the cache: no Spark
     assert listed.returncode == 0, listed.stderr
