@@ -198,3 +198,16 @@ def test_a_second_function_joins_the_same_suite(imported, sandbox) -> None:
     tasks = catalog.load_tasks(catalog.load_suite("mine"))  # both families, still from the cache
     assert len(tasks) == payload["tasks"] + out["tasks"]
     assert {t.family for t in tasks} == {"segment_revenue", "late_shipments"}
+
+
+def test_constant_arithmetic_is_folded_and_outside_names_get_their_true_line(tmp_path) -> None:
+    from miniworld.suites import importer
+
+    path = tmp_path / "gap.py"
+    path.write_text('"""A module docstring\nover two lines."""\nGAP = 30 * 60\n\n\n'
+                    'def gaps(events: \'Annotated[DataFrame, "ts LONG"]\'):\n'
+                    '    """Rows after a long gap."""\n    return events.filter(F.col("ts") > GAP)\n')
+    assert "1800" in importer.analyse(path).reference
+    path.write_text(path.read_text().replace("GAP = 30 * 60", "GAP = compute()"))
+    with pytest.raises(importer.PipelineImportError, match=r"uses 'GAP', defined outside the function \(line 8\)"):
+        importer.analyse(path)
