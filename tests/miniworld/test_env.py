@@ -112,9 +112,13 @@ def test_trl_reward_function_and_dataset(sandbox, smoke_tasks) -> None:
     by_id = {t.id: t for t in smoke_tasks}
     completions = [[{"role": "assistant", "content": f"```python\n{by_id[i].reference_code}```"}] for i in rows["task_id"]]
     completions[1] = [{"role": "assistant", "content": f"```python\n{by_id[rows['task_id'][1]].buggy_code}```"}]
-    scores = reward(prompts=rows["prompt"], completions=completions, task_id=rows["task_id"])
+    metrics: dict[str, float] = {}
+    extra: dict[str, list] = {}
+    scores = reward(prompts=rows["prompt"], completions=completions, task_id=rows["task_id"],
+                    log_metric=metrics.__setitem__, log_extra=extra.__setitem__)  # as TRL 1.16 passes them
     assert scores[0] == 1.0 and 0.0 <= scores[1] < 1.0
-    assert reward.last_outcomes[0] == "correct"
+    assert reward.last_outcomes[0] == "correct" and extra["outcome"] == reward.last_outcomes
+    assert metrics["miniworld/outcome/correct"] == 0.5 and sum(metrics.values()) == 1.0
 
 
 def test_extract_code_prefers_the_block_defining_transform() -> None:
