@@ -64,7 +64,7 @@ import torch  # noqa: E402
 from cosmocore.model.policy import Policy  # noqa: E402
 from cosmocore.train.trainer import TrainConfig, Trainer, ValueHead, native_bf16  # noqa: E402
 from miniworld.suites import catalog  # noqa: E402
-from miniworld.task import messages  # noqa: E402
+from miniworld.kinds.registry import messages  # noqa: E402
 
 log = logging.getLogger("train_throughput")
 

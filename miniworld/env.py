@@ -26,8 +26,9 @@ from gymnasium.envs.registration import EnvSpec
 from miniworld import ENV_ID, register
 from miniworld.extract import extract_code
 from miniworld.sandbox.spark_sandbox import Result, Sandbox
+from miniworld.kinds.registry import messages, prompt
 from miniworld.suites import catalog
-from miniworld.task import Task, messages, prompt
+from miniworld.task import Task
 
 __all__ = ["ENV_ID", "FreeText", "MiniWorldEnv", "make"]
 
@@ -197,7 +198,7 @@ def make(suite: str = "standard", seed: int | None = None, spark_remote: str | N
     unless ``sandbox`` is given (then it is shared, and closing the env leaves it open)."""
     spec = catalog.load_suite(suite)
     owns = sandbox is None
-    box = sandbox or Sandbox(spark_remote=spark_remote, workers=workers, timeout_s=timeout_s)
+    box = sandbox or spec.kind.open_sandbox(spark_remote=spark_remote, workers=workers, timeout_s=timeout_s)
     try:
         tasks = catalog.load_tasks(spec, box)
         env = MiniWorldEnv(tasks, box, split=split, max_turns=max_turns, seed=seed, owns_sandbox=owns,

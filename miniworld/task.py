@@ -1,5 +1,8 @@
 """A Mini-World task: a pipeline family's spec and data, a buggy version of its reference code,
-and (once verified on Spark) the reference's output on each dataset. Also the prompt a model sees.
+and (once verified on Spark) the reference's output on each dataset.
+
+Data only. What differs between kinds of task (PySpark, plain Python, ...) -- the prompt, the
+gate, the runner, the checks -- is the kind's (:mod:`miniworld.kinds`), named by ``kind``.
 """
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from miniworld import rows
-from miniworld.checks import Expected, check_names
+from miniworld.checks import Expected
 
 
 @dataclass(frozen=True)
@@ -35,18 +38,11 @@ class Task:
     buggy_code: str
     datasets: tuple[Dataset, ...]
     expected: tuple[Expected, ...] | None = field(default=None, compare=False)
+    kind: str = "pyspark"  # a name in miniworld.kinds.registry
     # plain-Python tasks (HumanEval, see miniworld.suites.humaneval): the function to write and its test
-    kind: str = "pyspark"  # "pyspark" | "python"
     entry_point: str = ""
     test_code: str = field(default="", repr=False)
-
-    @property
-    def checks_total(self) -> int:
-        if self.kind == "python":  # one check per top-level assert statement of the test
-            from miniworld.sandbox.python_child import split_checks
-
-            return sum(is_check for _, is_check in split_checks(self.test_code)[1])
-        return len(check_names(self.ordered)) * len(self.datasets)
+    checks_total: int = 0  # how many checks score an answer (counted by the kind that made the task)
 
     def summary(self) -> dict:
         return {"id": self.id, "family": self.family, "bug_class": self.bug_class, "split": self.split}
@@ -57,9 +53,7 @@ class Task:
                 "keys": list(self.keys), "ordered": self.ordered, "buggy_code": self.buggy_code,
                 "reference_code": self.reference_code, "checks_total": self.checks_total,
                 "datasets": [{"name": d.name, "rows": {k: len(v) for k, v in d.inputs.items()}}
-                             for d in self.datasets],
-                **({"kind": self.kind, "entry_point": self.entry_point, "test_code": self.test_code}
-                   if self.kind == "python" else {})}
+                             for d in self.datasets]}
 
 
 def data_digest(inputs: dict[str, list[tuple]], schemas: dict[str, str]) -> str:
@@ -68,40 +62,3 @@ def data_digest(inputs: dict[str, list[tuple]], schemas: dict[str, str]) -> str:
                          sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-
-SYSTEM_PROMPT = (
-    "You are a senior data engineer. You fix bugs in PySpark DataFrame pipelines. "
-    "Answer with the complete corrected function in a single ```python code block."
-)
-
-
-def prompt(task: Task, attempts: list[tuple[str, str]] | None = None) -> str:
-    """The user message for a turn; ``attempts`` are earlier (code, feedback) pairs."""
-    if task.kind == "python":
-        from miniworld.suites.humaneval import prompt as python_prompt
-
-        return python_prompt(task, attempts)
-    schemas = "\n".join(f"- `{name}`: {ddl}" for name, ddl in task.inputs.items())
-    text = (
-        f"## Spec\n{task.spec}\n\n## Inputs (Spark DataFrames)\n{schemas}\n\n"
-        "## Code with a bug\nThis implementation does not meet the spec:\n"
-        f"```python\n{task.buggy_code}\n```\n\n"
-        "Write the corrected `transform` function. `F` (pyspark.sql.functions), `T` "
-        "(pyspark.sql.types) and `Window` are already imported; do not read or write files."
-    )
-    return text + attempts_text(attempts, "Fix the function so that it meets the spec.")
-
-
-def attempts_text(attempts: list[tuple[str, str]] | None, ask: str) -> str:
-    """Earlier (code, feedback) pairs as the prompt shows them, each closed by ``ask``."""
-    return "".join(f"\n\n## Your attempt {i}\n```python\n{code}\n```\nResult of running it: {fb}\n{ask}"
-                   for i, (code, fb) in enumerate(attempts or [], start=1))
-
-
-def messages(task: Task, attempts: list[tuple[str, str]] | None = None) -> list[dict]:
-    """Chat-template messages for a turn."""
-    if task.kind == "python":
-        from miniworld.suites.humaneval import SYSTEM_PROMPT as PYTHON_SYSTEM_PROMPT
-
-        return [{"role": "system", "content": PYTHON_SYSTEM_PROMPT}, {"role": "user", "content": prompt(task, attempts)}]
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt(task, attempts)}]

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 from miniworld.checks import OUTCOMES
 
 from miniworld.sandbox.spark_sandbox import Sandbox
-from miniworld.task import Task, messages
+from miniworld.kinds.registry import messages
+from miniworld.task import Task
 
 
 def task_dataset(tasks: list[Task], split: str | None = "train"):
@@ -88,11 +89,10 @@ def grpo_setup(suite: str = "smoke", split: str | None = "train", spark_remote: 
     """Start the sandbox (Spark for PySpark suites), load the suite's verified tasks (verifying
     once if needed) and build the dataset and reward. The reward runs code in this sandbox, so
     call ``trainer.train()`` inside the ``with`` block; the sandbox is closed when it ends."""
-    from miniworld.sandbox.python_sandbox import open_sandbox
     from miniworld.suites import catalog
 
     spec = catalog.load_suite(suite)  # an unknown suite fails before Spark starts
-    box = open_sandbox(spec.task_kind, spark_remote=spark_remote, workers=workers, timeout_s=timeout_s)
+    box = spec.kind.open_sandbox(spark_remote=spark_remote, workers=workers, timeout_s=timeout_s)
     try:
         tasks = catalog.load_tasks(spec, box)
         dataset = task_dataset(tasks, split)

@@ -68,8 +68,8 @@ nb.settings()
 
 from miniworld.suites import catalog
 
-box = nb.sandbox(SPARK_REMOTE)
 suite = catalog.load_suite(SUITE)
+box = nb.sandbox(SPARK_REMOTE, kind=suite.kind)
 tasks = catalog.load_cached(suite)
 if tasks is None:
     print(f"verifying suite {suite.name!r} on Spark (once; cached after)...")
@@ -143,7 +143,7 @@ assert results["buggy"].outcome != "correct" and results["hostile"].outcome == "
 # COMMAND ----------
 
 from cosmocore.model.policy import Policy
-from miniworld.task import messages
+from miniworld.kinds.registry import messages
 
 policy = Policy.load(MODEL, seed=0)
 print(f"model {MODEL}: {policy.num_parameters() / 1e6:.1f}M parameters on {policy.device}")

@@ -102,8 +102,8 @@ print(f"trained {len(trained)} run(s) in {time.monotonic() - started:.0f}s: {', 
 # MAGIC ## The report
 # MAGIC
 # MAGIC `report.json`, `report.md`, a self-contained `report.html` and the PNG plots are in the run
-# MAGIC directory. The headline per arm (mean over seeds, 95% interval; a single seed has no interval),
-# MAGIC then the plots.
+# MAGIC directory. The verdict per claim first, then the headline per arm (mean over seeds, 95% interval;
+# MAGIC a single seed has no interval), then the plots.
 
 # COMMAND ----------
 
@@ -112,9 +112,15 @@ from cosmocore.report.format import fmt, fmt_ci, pct
 
 rep = report.build(run_dir)
 print(report.headline(rep))
+# the answer first: one verdict per claim (paired difference arm - uniform on the test split)
+nb.show([{"claim": c["claim"], "arm": c["arm"], "vs": c["baseline"], "split": c["split"],
+          "estimate": fmt(c["estimate"], 3), "95% CI": fmt_ci(c["ci95"], lambda x: fmt(x, 3)),
+          "MDE": fmt(c["mde"], 3), "verdict": c["verdict"]} for c in rep["claims"]])
 nb.show([{"arm": arm,
           "final hallucination rate": pct(a["final_hallucination_rate"]["mean"]),
           "95% CI": fmt_ci(a["final_hallucination_rate"]["ci95"], pct),
+          "test hallucination rate": pct(a["test_hallucination_rate"]["mean"]),
+          "practice cycles to zero error (KM median)": fmt(a["practice_cycles_to_zero_error"]["km_median"]),
           "cycles to zero error": fmt(a["cycles_to_zero_error"]["mean"]),
           "censored seeds": f"{a['cycles_to_zero_error']['censored']}/{len(a['seeds'])}",
           "bug recurrence": pct(a["bug_recurrence_rate"]["mean"]),

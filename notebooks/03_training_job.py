@@ -95,13 +95,14 @@ print(f"\nrun directory {run_dir}; store {cfg.store}")
 # COMMAND ----------
 
 from cosmocore.train.trainer import Trainer, cycle_line
+from miniworld.suites import catalog
 
-box = nb.sandbox(SPARK_REMOTE, workers=cfg.workers, timeout_s=cfg.timeout_s)
+box = nb.sandbox(SPARK_REMOTE, workers=cfg.workers, timeout_s=cfg.timeout_s, kind=catalog.load_suite(SUITE).kind)
 trainer = Trainer(cfg, lambda phase, done, total: None, sandbox=box)
 if RESUME and trainer.resume():
     print(f"resumed run {trainer.cfg.run_id} at cycle {trainer.cycle}")
 print(f"run {trainer.cfg.run_id}: {cfg.model} ({trainer.policy.num_parameters() / 1e6:.1f}M parameters, "
-      f"{trainer.device}), arm {cfg.arm}, {len(trainer.train_tasks)} train / {len(trainer.eval_tasks)} held-out tasks, "
+      f"{trainer.device}), arm {cfg.arm}, {len(trainer.run_tasks.practice)} practice / {len(trainer.run_tasks.held_out)} {cfg.eval_split} tasks, "
       f"store {trainer.store.uri}")
 
 # COMMAND ----------

@@ -137,7 +137,6 @@ def distribute_bench(run_dir: str | Path, num_processes: int, use_gpu: bool | No
     from pyspark.sql import SparkSession
 
     from miniworld.suites import catalog
-    from miniworld.sandbox.python_sandbox import open_sandbox
     from miniworld.sandbox.server import LocalConnectServer
 
     path = Path(run_dir).resolve()
@@ -158,10 +157,10 @@ def distribute_bench(run_dir: str | Path, num_processes: int, use_gpu: bool | No
                    .config("spark.ui.enabled", "false").getOrCreate())
     if use_gpu is None:
         use_gpu = int(session.conf.get("spark.driver.resource.gpu.amount", "0") or 0) > 0
-    server = None if spark_remote or suite.task_kind == "python" else LocalConnectServer()
+    server = None if spark_remote or not suite.kind.needs_spark else LocalConnectServer()
     try:
         endpoint = server.start() if server else None
-        with open_sandbox(suite.task_kind, spark_remote=spark_remote, endpoint=endpoint, workers=1) as box:
+        with suite.kind.open_sandbox(spark_remote=spark_remote, endpoint=endpoint, workers=1) as box:
             catalog.load_tasks(suite, box)  # verify once, so the ranks do not race to do it
         distributor = TorchDistributor(num_processes=min(num_processes, len(todo)), local_mode=True,
                                        use_gpu=use_gpu)

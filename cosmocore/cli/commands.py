@@ -33,13 +33,12 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), console=err, transient=False)
 
 
-def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0, kind: str = "pyspark"):
+def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0, kind=None):
+    """The sandbox for a suite's task kind (``kind``; None: PySpark), Spark's start shown on stderr."""
     from miniworld.sandbox.spark_sandbox import Sandbox
 
-    if kind == "python":  # plain-Python suites (HumanEval) run in subprocesses: no Spark to start
-        from miniworld.sandbox.python_sandbox import PythonSandbox
-
-        return PythonSandbox(timeout_s=timeout_s)
+    if kind is not None and not kind.needs_spark:  # e.g. plain-Python suites (HumanEval): no Spark to start
+        return kind.open_sandbox(timeout_s=timeout_s)
     if spark_remote is not None and not spark_remote.startswith("sc://"):
         raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
     where = f"connecting sandbox workers to {spark_remote}" if spark_remote else \
@@ -75,7 +74,7 @@ def _verified_tasks(suite_name: str, spark_remote: Optional[str], box=None):
         return suite, cached
     err.print(f"suite {suite.name!r} is not verified on this machine yet: verifying it once (cached after)")
     own = box is None
-    box = box or _sandbox(spark_remote, kind=suite.task_kind)
+    box = box or _sandbox(spark_remote, kind=suite.kind)
     try:
         with _progress() as bar:
             job = bar.add_task(f"verifying {suite.name}", total=None)
@@ -101,16 +100,9 @@ def _find_task(task_id: str, suite_name: Optional[str]):
             if suite_name:
                 raise
             continue  # one broken user suite file must not hide every other suite's tasks
-        if suite.task_kind == "python":  # HumanEval ids also without the slash (HumanEval_0)
-            from miniworld.suites.humaneval import find
-
-            task = find(catalog.generate(suite), task_id)
-            if task is not None:
-                return suite, task
-            continue
-        for task in catalog.generate(suite):
-            if task.id == task_id:
-                return suite, task
+        task = suite.kind.find(catalog.generate(suite), task_id)  # HumanEval ids also as HumanEval_0
+        if task is not None:
+            return suite, task
     where = f"suite {suite_name!r}" if suite_name else "any suite"
     raise BadInput(f"unknown task {task_id!r} (not in {where}; see `cosmocore tasks list`)", input=task_id)
 
@@ -154,7 +146,7 @@ def tasks_show(
         s, task = _find_task(task_id, suite)
         cached = catalog.load_cached(s)
         verified = None if cached is None else any(t.id == task.id for t in cached)
-        payload = {**task.to_json(), "suite": s.name, "verified": verified}
+        payload = {**s.kind.describe(task), "suite": s.name, "verified": verified}
         if json_out:
             _emit(payload)
             return
@@ -180,7 +172,7 @@ def tasks_verify(
         from miniworld.suites import catalog
 
         s = catalog.load_suite(suite)
-        with _sandbox(spark_remote, kind=s.task_kind) as box, _progress() as bar:
+        with _sandbox(spark_remote, kind=s.kind) as box, _progress() as bar:
             job = bar.add_task(f"verifying {s.name}", total=None)
             report = catalog.verify(s, box, lambda done, total: bar.update(job, completed=done, total=total))
         path = catalog.save_cache(s, report, catalog.generate(s))
@@ -264,7 +256,7 @@ def run(
             raise BadInput(f"cannot read candidate file {str(file)!r}: "
                            f"{exc.strerror if isinstance(exc, OSError) else exc}", input=str(file))
         s, found = _find_task(task, suite)
-        if s.task_kind == "pyspark":  # a user's script as written: only its transformation runs
+        if s.kind.name == "pyspark":  # a user's script as written: only its transformation runs
             from miniworld.sandbox.userfile import UserFileError, prepare
 
             try:
@@ -275,7 +267,7 @@ def run(
                 err.print(f"running {prepared.function}() from {file}; not run: the script around it "
                           f"(statements at lines {', '.join(map(str, prepared.stripped)) or '-'})", markup=False)
             code = prepared.code
-        with _sandbox(spark_remote, timeout, kind=s.task_kind) as box:
+        with _sandbox(spark_remote, timeout, kind=s.kind) as box:
             _, tasks = _verified_tasks(s.source, spark_remote, box)
             verified = next((t for t in tasks if t.id == found.id), None)
             if verified is None:
@@ -301,13 +293,14 @@ def solve(
     max_new_tokens: int = typer.Option(256, help="generation budget per attempt"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
     seed: int = typer.Option(0, help="seed for sampling"),
+    engine: str = typer.Option("hf", help="rollout engine: hf, torch (faster on a CPU, same greedy tokens), vllm (CUDA)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
     """Let a model try a task with self-correction turns; show each attempt and its outcome."""
     with _errors(json_out):
         from cosmocore.model.policy import Policy, PolicyError
-        from miniworld.task import messages
+        from miniworld.kinds.registry import messages
 
         if turns < 1:
             raise BadInput(f"--turns must be >= 1, got {turns}")
@@ -315,10 +308,11 @@ def solve(
         try:
             with err.status(f"loading model {model}..."):
                 policy = Policy.load(model, device=device, seed=seed, temperature=temperature)
-        except PolicyError as exc:
+                policy.use_engine(engine)
+        except (PolicyError, ValueError) as exc:
             raise BadInput(str(exc))
         attempts: list[dict] = []
-        with _sandbox(spark_remote, kind=s.task_kind) as box:
+        with _sandbox(spark_remote, kind=s.kind) as box:
             _, tasks = _verified_tasks(s.source, spark_remote, box)
             verified = next((t for t in tasks if t.id == found.id), None)
             if verified is None:
@@ -366,6 +360,7 @@ def train(
     warmup_sft: int = typer.Option(0, help="supervised warm-start steps on train-split (buggy -> reference) pairs"),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA adapters (default: on above ~1B parameters)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    engine: str = typer.Option("hf", help="rollout engine: hf, torch (faster on a CPU, same greedy tokens), vllm (CUDA)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object (the final summary)"),
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
@@ -382,7 +377,8 @@ def train(
             cfg = TrainConfig(model=model, arm=arm, suite=suite, cycles=cycles, seed=seed, store=store, out=out,
                               episodes_per_cycle=episodes_per_cycle, turns=turns, max_new_tokens=max_new_tokens,
                               nocturnal_steps=nocturnal_steps, minibatch=minibatch, lr=lr, eval_tasks=eval_tasks,
-                              eval_split=eval_split, practice_tasks=practice_tasks, warmup_sft=warmup_sft, lora=lora, device=device, spark_remote=spark_remote)
+                              eval_split=eval_split, practice_tasks=practice_tasks, warmup_sft=warmup_sft, lora=lora,
+                              device=device, spark_remote=spark_remote, engine=engine)
         except ValueError as exc:
             raise BadInput(str(exc))
         bar = _progress()
@@ -422,6 +418,19 @@ def train(
                       f"rate {summary['final_hallucination_rate']}; checkpoint {summary['checkpoint']}")
 
 
+def _with_engine(train: dict, engine: str | None) -> dict:
+    """``--engine`` as the trainer setting it is (checked here: bad input before anything is written)."""
+    if engine is None:
+        return train
+    from cosmocore.model.generation import check_engine
+
+    try:
+        check_engine(engine)
+    except ValueError as exc:
+        raise BadInput(f"--engine: {exc}")
+    return {**train, "engine": engine}
+
+
 @app.command("bench")
 def bench(
     profile: str = typer.Option("quick", help="smoke (tiny model, seconds), quick (default model on a CPU, 2 arms x 3 "
@@ -443,6 +452,7 @@ def bench(
                                              "figures) or dev (where settings are chosen)"),
     plan: bool = typer.Option(False, "--plan", help="print the resolved design and estimated wall time; run nothing"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when present)"),
+    engine: Optional[str] = typer.Option(None, help="rollout engine: hf, torch, vllm (default: the profile's)"),
     keep_checkpoints: bool = typer.Option(False, help="keep each finished run's checkpoint (GBs on real models)"),
     mlflow: bool = typer.Option(False, "--mlflow", help="log to MLflow (also when MLFLOW_TRACKING_URI is set)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object (where the report is, and its headline)"),
@@ -465,7 +475,7 @@ def bench(
             if resume is not None:
                 given = {"--profile": profile != "quick", "--arms": arms, "--seeds": seeds, "--cycles": cycles,
                          "--model": model, "--suite": suite, "--store": store, "--out": out, "--set": set_,
-                         "--target": target != 0.0, "--device": device}
+                         "--target": target != 0.0, "--device": device, "--engine": engine}
                 given.update({"--eval-split": eval_split, "--plan": plan})
                 clash = [k for k, v in given.items() if v]
                 if clash:
@@ -476,7 +486,8 @@ def bench(
                 overrides = {**b.parse_set(set_), **({"eval_split": eval_split} if eval_split else {})}
                 cfg = b.resolve(profile, arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None,
                                 seeds=seeds, cycles=cycles, model=model, suite=suite, store=store, target=target,
-                                device=device, train=overrides, keep_checkpoints=keep_checkpoints)
+                                device=device, train=_with_engine(overrides, engine),
+                                keep_checkpoints=keep_checkpoints)
                 if plan:
                     _show_plan(cfg, b.default_jobs(profile) if jobs is None else jobs, json_out)
                     return

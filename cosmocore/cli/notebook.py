@@ -104,11 +104,14 @@ class Notebook:
             print(f"  {key} = {value!r}")
 
     # ---- Spark ------------------------------------------------------------------------------
-    def sandbox(self, spark_remote: str | None, workers: int = 2, timeout_s: float = 30.0):
+    def sandbox(self, spark_remote: str | None, workers: int = 2, timeout_s: float = 30.0, kind=None):
         """Start the sandbox (embedded confined Connect server, or workers for ``spark_remote``)
-        and say where candidates run."""
+        and say where candidates run; a task kind that needs no Spark (``kind``) opens its own."""
         from miniworld.sandbox.spark_sandbox import Sandbox
 
+        if kind is not None and not kind.needs_spark:
+            print(f"candidates run in confined subprocesses ({kind.name} tasks need no Spark)")
+            return kind.open_sandbox(workers=workers, timeout_s=timeout_s)
         box = Sandbox(spark_remote=spark_remote, workers=workers, timeout_s=timeout_s)
         if spark_remote:
             print(f"candidates run on {spark_remote} (not confined: see the note above); "

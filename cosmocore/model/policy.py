@@ -35,8 +35,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -54,8 +53,9 @@ from transformers.utils import logging as hf_logging
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from cosmocore.model import frozen_prefix
+from cosmocore.model.batching import left_pad, masked_mean, positions
 from cosmocore.model.frozen_prefix import FrozenPrefix
-from miniworld.extract import extract_code
+from cosmocore.model.generation import Generation, make_engine
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny"
@@ -70,21 +70,6 @@ _METADATA_FILE = "cosmocore_policy.json"
 
 class PolicyError(ValueError):
     """Bad input for the policy (unknown model, unusable device): one line, naming the input."""
-
-
-@dataclass
-class Generation:
-    """One sampled reply and what the behaviour policy knew when it sampled it."""
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    logprobs: list[float]
-    entropy: list[float]
-    text: str
-    code: str
-    # mean final hidden state over the prompt, from this reply's own prefill (generation's
-    # numerics: no autocast), for the critic and the tagger; None when not captured
-    prompt_state: list[float] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,30 +316,6 @@ class _BaseWithoutAdapters(torch.nn.Module):
             peft_model.train(was_training)
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
-            mask[i, width - len(row):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids as ``generate`` derives them from a left-padded mask (pads get 0)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0) * mask.long()
-
-
-def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over unmasked positions; ``where`` (not a product) so NaNs that fully masked pad
-    rows may produce in attention cannot leak in."""
-    keep = mask.bool().unsqueeze(-1)
-    total = torch.where(keep, hidden.float(), torch.zeros((), dtype=torch.float32, device=hidden.device)).sum(1)
-    return total / mask.float().sum(1, keepdim=True).clamp(min=1.0)
-
-
 # --------------------------------------------------------------------------------------------
 # The policy
 # --------------------------------------------------------------------------------------------
@@ -382,6 +343,7 @@ class Policy:
         self.seed = seed
         self._reference: torch.nn.Module | None = None
         self._frozen: FrozenPrefix | None = None  # set by train_top_layers (see frozen_prefix)
+        self._engine = make_engine("hf", self)  # see use_engine
         eos = {tokenizer.eos_token_id, getattr(self._base_model().config, "eos_token_id", None)}
         flat: set[int] = set()
         for e in eos:
@@ -512,112 +474,37 @@ class Policy:
         # The template already holds the special tokens; adding BOS again would shift the model.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _generation_config(self, max_new_tokens: int, greedy: bool) -> GenerationConfig:
-        """Exactly ``softmax(logits / T)`` when sampling: transformers applies top-k 50 unless
-        told otherwise, which would make the stored log-probs lie about the sampler."""
-        common: dict[str, Any] = dict(
-            max_new_tokens=max_new_tokens,
-            eos_token_id=self.eos_token_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            repetition_penalty=1.0,
-            no_repeat_ngram_size=0,
-            num_beams=1,
-            use_cache=True,
-            return_dict_in_generate=True,
-            output_logits=True,
-        )
-        if greedy:
-            return GenerationConfig(do_sample=False, **common)
-        return GenerationConfig(
-            do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, min_p=None, typical_p=1.0, **common
-        )
-
     # ---- generation -------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> str:
+        """The rollout engine ``generate`` uses (``generation.ENGINES``)."""
+        return self._engine.name
+
+    def use_engine(self, name: str) -> None:
+        """Generate with engine ``name`` from now on (``hf``, ``torch``, ``vllm``); ValueError
+        naming it when unknown, PolicyError when it cannot run here (vllm without CUDA)."""
+        if name != self._engine.name:
+            self._engine = make_engine(name, self)
 
     def generate(
         self, messages: list[list[dict]], max_new_tokens: int = 256, greedy: bool = False, keep_prompts: bool = False
     ) -> list[Generation]:
-        """Sample (or greedily decode) one reply per conversation, batched with left padding.
-        ``keep_prompts``: these prompts come back (an eval split), so with a frozen blocks'
-        cache their lower keys and values are kept and reused: the prefill runs the top blocks.
-
-        Log-probs and entropy come from the raw logits ``generate`` saw at each step, scaled by
-        ``self.temperature`` even when greedy, so they always match ``sequence_logprobs``.
-        Sampling draws from torch's global RNG: seed it (``torch.manual_seed``) to reproduce."""
+        """Sample (or greedily decode) one reply per conversation, in one batch, with the current
+        engine. Each reply stops at EOS or right after the closing fence of its code block.
+        ``keep_prompts``: these prompts come back (an eval split), so with a frozen blocks' cache
+        their lower keys and values are kept and reused. Log-probs and entropy are the policy's
+        ``log softmax(logits / T)`` (scaled by the temperature even when greedy), so they match
+        ``sequence_logprobs``. Sampling draws from torch's global RNG: seed it to reproduce."""
         if not messages:
             return []
         prompts = [self.encode_chat(m) for m in messages]
-        input_ids, attention_mask = _left_pad(prompts, self.tokenizer.pad_token_id, self.device)
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
-                past = None  # prompts that come back: their keys and values from the frozen blocks' cache
-                if keep_prompts and self._frozen is not None and min(len(p) for p in prompts) >= 2:
-                    past = self._frozen.prompt_cache(self.model, input_ids, attention_mask, _positions(attention_mask))
-                with self._prefill_states(attention_mask) if past is None else contextlib.nullcontext([]) as prefill:
-                    out = self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=attention_mask,
-                        past_key_values=past,
-                        generation_config=self._generation_config(max_new_tokens, greedy),
-                    )
+            return self._engine.generate(self, prompts, max_new_tokens, greedy, keep_prompts)
         finally:
             self.model.train(was_training)
-        states = prefill[0].cpu().tolist() if prefill else [None] * len(prompts)
-        new_tokens = out.sequences[:, input_ids.shape[1]:]
-        steps = len(out.logits)
-        logprobs = torch.zeros((len(prompts), steps))
-        entropy = torch.zeros((len(prompts), steps))
-        for t, step_logits in enumerate(out.logits):
-            scaled = step_logits.float() / self.temperature
-            logprobs[:, t] = selective_log_softmax(scaled, new_tokens[:, t]).cpu()
-            entropy[:, t] = entropy_from_logits(scaled).cpu()
-
-        eos = torch.tensor(self.eos_token_ids, device=new_tokens.device)
-        is_eos = torch.isin(new_tokens, eos)
-        results = []
-        for i, prompt in enumerate(prompts):
-            hits = is_eos[i].nonzero()
-            length = int(hits[0]) + 1 if len(hits) else steps
-            ids = new_tokens[i, :length].tolist()
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(
-                Generation(
-                    prompt_ids=prompt,
-                    completion_ids=ids,
-                    logprobs=logprobs[i, :length].tolist(),
-                    entropy=entropy[i, :length].tolist(),
-                    text=text,
-                    code=extract_code(text),
-                    prompt_state=states[i],
-                )
-            )
-        return results
-
-    @contextlib.contextmanager
-    def _prefill_states(self, attention_mask: torch.Tensor) -> Iterator[list[torch.Tensor]]:
-        """While ``generate`` runs: each prompt's mean final hidden state ``[B,H]`` (float32),
-        pooled from the final norm's first output (the prefill over the whole prompt batch), so
-        the prompt states need no second pass over the prompts. Empty if the decoder has no final
-        ``norm`` or its first output was not the whole batch (e.g. a chunked prefill).
-        Hand-written: ``generate(output_hidden_states=True)`` would keep every layer of every step."""
-        kept: list[torch.Tensor] = []
-        calls = 0
-        norm = getattr(self.model.get_decoder(), "norm", None)
-
-        def first_call(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> None:
-            nonlocal calls
-            calls += 1
-            if calls == 1 and output.shape[:2] == attention_mask.shape:
-                kept.append(_masked_mean(output, attention_mask))
-
-        handle = norm.register_forward_hook(first_call) if isinstance(norm, torch.nn.Module) else None
-        try:
-            yield kept
-        finally:
-            if handle is not None:
-                handle.remove()
 
     # ---- recomputation (the loss side) ------------------------------------------------------
 
@@ -642,7 +529,7 @@ class Policy:
             raise ValueError("prompt_ids and completion_ids must have the same length")
         net = self.model if model is None else model
         pad = self.tokenizer.pad_token_id
-        prompt, prompt_mask = _left_pad(prompt_ids, pad, self.device)
+        prompt, prompt_mask = left_pad(prompt_ids, pad, self.device)
         width = max(1, max((len(c) for c in completion_ids), default=0))
         completion = torch.full((len(completion_ids), width), pad, dtype=torch.long)
         completion_mask = torch.zeros((len(completion_ids), width), dtype=torch.long)
@@ -665,18 +552,18 @@ class Policy:
             if not extras:
                 return logprobs, torch.zeros_like(logprobs), mask, None
             entropy = entropy_from_logits(logits) * mask
-            pooled = _masked_mean(final[:, : prompt.shape[1]], prompt_mask)
+            pooled = masked_mean(final[:, : prompt.shape[1]], prompt_mask)
         return logprobs, entropy, mask, pooled
 
     def _forward(self, net: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int,
                  states: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(final hidden states if ``states``, logits of the last ``keep`` positions): from the
         frozen blocks' cache and the top blocks when there is one, else one full forward."""
-        positions = _positions(attention_mask)
+        pos = positions(attention_mask)
         if self._frozen is not None and (net is self.model or net is self._reference):
-            final = self._frozen.hidden(net, input_ids, attention_mask, positions)
+            final = self._frozen.hidden(net, input_ids, attention_mask, pos)
             return final, net.lm_head(final[:, -keep:] if keep else final)
-        out = net(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+        out = net(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
                   output_hidden_states=states, use_cache=False, logits_to_keep=keep)
         return (out.hidden_states[-1] if states else None), out.logits
 
@@ -684,7 +571,7 @@ class Policy:
         """Mean final hidden state over each prompt's tokens, ``[B,H]`` float32 without gradients:
         the pooled state ``sequence_logprobs`` returns, from the prompts alone (the model is
         causal, so what follows a prompt cannot change it), for the critic and the tagger."""
-        prompt, prompt_mask = _left_pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
+        prompt, prompt_mask = left_pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -692,7 +579,7 @@ class Policy:
                 final, _ = self._forward(self.model, prompt, prompt_mask, keep=1, states=True)
         finally:
             self.model.train(was_training)
-        return _masked_mean(final, prompt_mask)
+        return masked_mean(final, prompt_mask)
 
     def reference_model(self) -> torch.nn.Module:
         """The frozen reference policy for the KL term, to pass as ``sequence_logprobs(model=)``.
@@ -726,7 +613,7 @@ class Policy:
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start:start + batch_size]
                 ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] for t in chunk]
-                input_ids, mask = _left_pad(ids, self.tokenizer.pad_token_id, self.device)
+                input_ids, mask = left_pad(ids, self.tokenizer.pad_token_id, self.device)
                 if input_ids.shape[1] == 0:
                     rows.append(torch.zeros((len(chunk), self.hidden_size), device=self.device))
                     continue
@@ -734,12 +621,12 @@ class Policy:
                     out = self.model(
                         input_ids=input_ids,
                         attention_mask=mask,
-                        position_ids=_positions(mask),
+                        position_ids=positions(mask),
                         output_hidden_states=True,
                         use_cache=False,
                         logits_to_keep=1,
                     )
-                rows.append(_masked_mean(out.hidden_states[-1], mask))
+                rows.append(masked_mean(out.hidden_states[-1], mask))
         finally:
             self.model.train(was_training)
         return torch.cat(rows) if rows else torch.zeros((0, self.hidden_size), device=self.device)

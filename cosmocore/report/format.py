@@ -83,6 +83,7 @@ def blocks(r: Mapping[str, Any]) -> list[Block]:
         f"{r['cycles']} training cycles (cycle 0 = the policy before training), zero-error target: eval "
         f"hallucination rate <= {r['target']:g}. Runs finished: {r['runs_finished']} of {r['runs_total']}. "
         f"Bench `{r.get('bench_id') or ''}`, generated {r['generated_at']}.")]
+    out += verdict_blocks(r)
     if r["missing_runs"]:
         out.append(Para("**Unfinished runs, not in this report:** " + ", ".join(
             f"{m['arm']} seed {m['seed']} (`{m['dir']}`)" for m in r["missing_runs"])))
@@ -93,7 +94,9 @@ def blocks(r: Mapping[str, Any]) -> list[Block]:
         out.append(Para("Arms with a single seed have no confidence interval (shown as \"(no CI)\"); their "
                         "comparisons are not measurable."))
 
-    out += [Heading("Paper claims"), Table(
+    out += [Heading("Paper claims as relative changes"), Para(
+        "The published figures read as relative changes of per-seed means, with a seed-only bootstrap "
+        "(tasks held fixed, so narrower than the verdicts' intervals): context, not the verdict."), Table(
         ["source", "claim", "arms", "claimed", "measured", "95% CI", "verdict", "why"],
         [[c["source"], c["claim"], f"{c['arm']} vs {c['baseline']}",
           signed_pct(c["claimed_relative_change"]) if c["claimed_relative_change"] is not None else c["direction"],
@@ -103,8 +106,8 @@ def blocks(r: Mapping[str, Any]) -> list[Block]:
              "claimed side of zero and reaches the claimed size; the point estimate alone never decides.")]
 
     out += [Heading("Results per arm"), Para("Mean over seeds with the 95% Student-t interval in brackets."), Table(
-        ["arm", "seeds", "final halluc. rate", "pass@1", "change from cycle 0", "cycles to zero error", "censored",
-         "bug recurrence", "Δi→c", "Δc→i"],
+        ["arm", "seeds", "final halluc. rate", "pass@1", "change from cycle 0", "held-out cycles to zero error",
+         "censored", "bug recurrence", "Δi→c", "Δc→i"],
         [[n, str(len(a["seeds"])), stat(a["final_hallucination_rate"], pct), stat(a.get("pass_at_1"), pct),
           stat(a["hallucination_rate_change"], signed_pct),
           stat(a["cycles_to_zero_error"], lambda x: fmt(x, 1)),
@@ -151,6 +154,54 @@ def blocks(r: Mapping[str, Any]) -> list[Block]:
                  "and 80 -> 44 cycles are the same measurement (44/80 - 1 = -45%), compared here on cycles to "
                  "zero error; COCOS's claims are directions only (its absolute Δ values are on other benchmarks)."),
             Para("Delta table versions read: " + ", ".join(f"{k} v{v}" for k, v in r["store_versions"].items()))]
+    return out
+
+
+def _effect(x: Any, unit: str) -> str:
+    return NA if x is None else f"{x:+.2f} cycles" if unit == "cycles" else f"{x * 100:+.1f} pp"
+
+
+def verdict_blocks(r: Mapping[str, Any]) -> list[Block]:
+    """The answer first: the verdict table of ``claims`` and the design it rests on."""
+    claims = r.get("claims") or []
+    if not claims:
+        return []
+    d = r.get("design") or {}
+    rows = [[c["claim"], f"{c['arm']} vs {c['baseline']}", c["split"] or NA, _effect(c["estimate"], c["unit"]),
+             fmt_ci(c["ci95"], lambda x, u=c["unit"]: _effect(x, u)), _effect(c["mde"], c["unit"]).lstrip("+"),
+             fmt(c["probability_of_improvement"]), f"**{c['verdict']}**", c["reason"]] for c in claims]
+    return [Heading("Verdicts"), Table(["claim", "arms", "split", "estimate (arm - baseline)", "95% CI", "MDE",
+                                        "P(improvement)", "verdict", "why"], rows),
+            Para(f"Design: {d.get('arms')} arms, {d.get('seeds')} seeds, {d.get('cycles')} cycles; "
+                 f"{d.get('practice_tasks')} practice, {d.get('dev_tasks')} dev and {d.get('test_tasks')} test tasks "
+                 f"(held-out split `{d.get('held_out_split')}` scored at cycles {d.get('held_out_cycles')}), "
+                 f"{d.get('samples_per_task')} sample(s) per task. Estimates are paired differences (pp = "
+                 "percentage points); a verdict needs 3 paired seeds and a 95% half-width of at most 0.20 "
+                 "(0.20 of the cycle budget for cycles); MDE is the smallest difference this design detects "
+                 f"with 80% power. {r.get('claims_statistics', '')}.")] + _practice_and_test(r)
+
+
+def _practice_and_test(r: Mapping[str, Any]) -> list[Block]:
+    arms = {n: a for n, a in r["arms"].items() if "practice_cycles_to_zero_error" in a}
+    if not arms:
+        return []
+    rows = []
+    for n, a in arms.items():
+        p, t = a["practice_cycles_to_zero_error"], a["test_hallucination_rate"]
+        rows.append([n, ", ".join("censored" if v is None else str(v) for v in p["per_seed"]) or NA,
+                     f"{p['censored']}/{p['runs']}", fmt(p["km_median"], 1), fmt(p["restricted_mean"], 2),
+                     str(p["relapsed"]), pct(a["practice_bug_recurrence_rate"]["mean"]), pct(t["initial"]["mean"]), f"{pct(t['mean'])} (IQM {pct(t['iqm'])})",
+                     pct(t["practised"]["mean"]), pct(t["unpractised"]["mean"])])
+    split = next((a["test_hallucination_rate"]["split"] for a in arms.values()), None) or NA
+    out: list[Block] = [Heading("Practice set and held-out split", 3), Table(
+        ["arm", "practice cycles to zero error (per seed)", "censored", "KM median", "restricted mean", "relapsed",
+         "practice bug recurrence", f"{split}: rate at first scoring", f"{split}: final rate", "practised classes", "unpractised classes"], rows),
+        Para("Cycles to zero error: the first cycle at which every practice task's reply is correct (a later "
+             "slip is counted under *relapsed*); censored runs enter the Kaplan-Meier median and the restricted "
+             "mean (area under the survival curve up to the cycle budget). Rates are errors / executions over "
+             "every scored sample at the run's last held-out cycle, mean over seeds.")]
+    if "learning_curves" in r.get("plots", {}):
+        out.append(Image(r["plots"]["learning_curves"], "learning curves: per-seed lines and paired difference"))
     return out
 
 

@@ -13,13 +13,14 @@ ints and lists (JSON-serialisable); an undefined statistic is ``None``, never Na
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from statistics import NormalDist
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
 import pyarrow as pa
+from scipy import stats as st
 
 from miniworld.checks import OUTCOMES
 
@@ -27,11 +28,6 @@ Rows = Union[pa.Table, Sequence[Mapping[str, Any]]]
 Values = Union[Sequence[Any], Mapping[Any, Any]]
 CORRECT = "correct"
 MISSING = "missing"  # by_outcome key for a row whose outcome is null (counted as not correct)
-
-try:  # scipy is optional (not a dependency); with it, t quantiles come from scipy.stats
-    from scipy.stats import t as _scipy_t
-except ImportError:  # pragma: no cover - depends on the environment
-    _scipy_t = None
 
 
 # ------------------------------------------------------------------ helpers
@@ -230,50 +226,20 @@ def self_correction(evaluations: Rows, cycle: int | None = None) -> dict[str, An
 
 # ------------------------------------------------------------------ across seeds
 def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t with ``df`` degrees of freedom."""
-    if _scipy_t is not None:
-        return float(_scipy_t.ppf(p, df))
-    # Hand-written because scipy is not a dependency and one quantile does not justify it: for
-    # integer df the two-sided mass P(|T| <= t) has a closed form (Abramowitz & Stegun 26.7.3-4),
-    # which bisection inverts to machine precision; past df 300 the Cornish-Fisher expansion
-    # around the normal quantile (A&S 26.7.5) is already exact to ~1e-10.
-    if p < 0.5:
-        return -t_quantile(1 - p, df)
-    if p == 0.5:
-        return 0.0
-    if df > 300:
-        z = NormalDist().inv_cdf(p)
-        g = [(z**3 + z) / 4, (5 * z**5 + 16 * z**3 + 3 * z) / 96,
-             (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
-             (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160]
-        return z + sum(gk / df ** (k + 1) for k, gk in enumerate(g))
-    mass, lo, hi = 2 * p - 1, 0.0, 1.0
-    while _t_mass(hi, df) < mass:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_mass(mid, df) < mass else (lo, mid)
-        if hi - lo <= 1e-13 * hi:
-            break
-    return (lo + hi) / 2
+    """Quantile of Student's t with ``df`` degrees of freedom (scipy.stats.t)."""
+    return float(st.t.ppf(p, df))
 
 
-def _t_mass(t: float, df: int) -> float:
-    """P(|T| <= t) for integer ``df`` (A&S 26.7.3 odd, 26.7.4 even)."""
-    th = math.atan(t / math.sqrt(df))
-    s, c2 = math.sin(th), math.cos(th) ** 2
-    term = total = math.cos(th) if df % 2 else 1.0
-    for k in range(3 if df % 2 else 2, df - 1, 2):  # coefficients (k-1)/k build the products
-        term *= c2 * (k - 1) / k
-        total += term
-    if df % 2 == 0:
-        return s * total
-    return 2 / math.pi * (th + (s * total if df > 1 else 0.0))
-
-
-def _resample_means(x: np.ndarray, idx_rng: np.random.Generator, resamples: int) -> np.ndarray:
-    idx = idx_rng.integers(0, len(x), size=(resamples, len(x)))
-    return x[idx].mean(axis=1)
+def _bootstrap_distribution(data: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], paired: bool,
+                            seed: int, resamples: int) -> np.ndarray:
+    """The finite values of scipy's bootstrap distribution of ``statistic`` (a resample where it
+    is undefined, such as a ratio over a zero baseline mean, is dropped: scipy warns on those)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", st.DegenerateDataWarning)
+        res = st.bootstrap(data, statistic, paired=paired, vectorized=True, n_resamples=resamples,
+                           method="percentile", random_state=np.random.default_rng(seed))
+    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    return dist[np.isfinite(dist)]
 
 
 def mean_ci(values: Sequence[Any], level: float = 0.95, method: str = "t", seed: int = 0,
@@ -296,7 +262,7 @@ def mean_ci(values: Sequence[Any], level: float = 0.95, method: str = "t", seed:
         half = t_quantile((1 + level) / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
         lo, hi = m - half, m + half
     else:
-        means = _resample_means(x, np.random.default_rng(seed), resamples)
+        means = _bootstrap_distribution((x,), np.mean, False, seed, resamples)
         lo, hi = (float(v) for v in np.percentile(means, [50 * (1 - level), 50 * (1 + level)]))
     return {"mean": m, "ci95": [float(lo), float(hi)], "n": n}
 
@@ -351,16 +317,25 @@ def relative_change(arm_values: Values, baseline_values: Values, seed: int = 0, 
     out = {"relative_change": None, "ci95": [None, None], "paired": paired, "n_arm": len(a), "n_baseline": len(b)}
     if not len(a) or not len(b) or b.mean() == 0:
         return out
-    out["relative_change"] = float((a.mean() - b.mean()) / b.mean())
-    rng = np.random.default_rng(seed)
-    if paired:
-        idx = rng.integers(0, len(a), size=(resamples, len(a)))
-        ma, mb = a[idx].mean(axis=1), b[idx].mean(axis=1)
-    else:
-        ma, mb = _resample_means(a, rng, resamples), _resample_means(b, rng, resamples)
-    ok = mb != 0
-    if ok.any():
-        rel = (ma[ok] - mb[ok]) / mb[ok]
+    rc = float((a.mean() - b.mean()) / b.mean())
+    out["relative_change"] = rc
+
+    def ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        mx, my = np.mean(x, axis=axis), np.mean(y, axis=axis)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(my != 0, (mx - my) / np.where(my != 0, my, 1.0), np.nan)
+
+    if paired and len(a) > 1:
+        rel = _bootstrap_distribution((a, b), ratio, True, seed, resamples)
+    elif not paired and len(a) > 1 and len(b) > 1:
+        rel = _bootstrap_distribution((a, b), ratio, False, seed, resamples)
+    elif not paired and len(a) > 1:  # the baseline is a single value: resample the arm alone
+        rel = _bootstrap_distribution((a,), lambda x, axis=-1: ratio(x, b, axis), False, seed, resamples)
+    elif not paired and len(b) > 1:  # the arm is a single value
+        rel = _bootstrap_distribution((b,), lambda y, axis=-1: ratio(a, y, axis), False, seed, resamples)
+    else:  # one value per side: nothing to resample
+        rel = np.array([rc])
+    if len(rel):
         out["ci95"] = [float(v) for v in np.percentile(rel, [50 * (1 - level), 50 * (1 + level)])]
     return out
 

@@ -117,9 +117,16 @@ def log_bench(run_dir: Path, report: Mapping[str, Any] | None = None, tracking_u
                     for key, v in (("final_hallucination_rate", a["final_hallucination_rate"]["mean"]),
                                    ("cycles_to_zero_error", a["cycles_to_zero_error"]["mean"]),
                                    ("cycles_to_zero_error_censored", a["cycles_to_zero_error"]["censored"]),
-                                   ("bug_recurrence_rate", a["bug_recurrence_rate"]["mean"]))
+                                   ("bug_recurrence_rate", a["bug_recurrence_rate"]["mean"]),
+                                   ("test_hallucination_rate", (a.get("test_hallucination_rate") or {}).get("mean")),
+                                   ("practice_cycles_to_zero_error_km_median",
+                                    (a.get("practice_cycles_to_zero_error") or {}).get("km_median")),
+                                   ("practice_cycles_to_zero_error_restricted_mean",
+                                    (a.get("practice_cycles_to_zero_error") or {}).get("restricted_mean")))
                     if _finite(v) is not None]
-        _log(client, pid, headline, bench_params(bench), versions)
+        # one tag per claim: its verdict word, searchable across benches
+        verdicts = {f"claim.{c['arm']}.{c['metric']}.{c['split']}": c["verdict"] for c in report.get("claims") or []}
+        _log(client, pid, headline, bench_params(bench), {**versions, **verdicts})
         for arm, a in report["arms"].items():
             _log_children(client, exp_id, pid, run_dir, bench, arm, a, versions)
         for path in sorted(run_dir.glob("report.*")):

@@ -196,11 +196,69 @@ def valence_arousal(arm_episodes: Mapping[str, Sequence[Mapping[str, Any]]], pat
     return path
 
 
+def learning_curves(report: Mapping[str, Any], path: Path) -> Path:
+    """Left: the practice set's error rate per cycle, one thin line per seed and the mean bold,
+    per arm (the held-out curve when a bench has no practice rows). Right: the paired difference
+    arm - uniform per cycle with its 95% band (below 0 = the arm makes fewer errors)."""
+    fig = _figure(10.0, 4.2)
+    left, right = fig.subplots(1, 2)
+    arms = report["arms"]
+    practice = any(a.get("practice_hallucination_rate_per_cycle", {}).get("cycle") for a in arms.values())
+    drawn = False
+    for name, a in arms.items():
+        if practice:
+            curve = a.get("practice_hallucination_rate_per_cycle") or {"cycle": [], "per_seed": [], "mean": []}
+            xs = list(curve["cycle"])
+        else:
+            curve = a["hallucination_rate_per_cycle"]
+            xs = list(range(len(curve["mean"])))
+        for seed_curve in curve.get("per_seed") or []:
+            pts = [(x, y) for x, y in zip(xs, seed_curve) if y is not None]
+            if pts:
+                left.plot(*zip(*pts), color=color(name), lw=0.8, alpha=0.45)
+        pts = [(x, y) for x, y in zip(xs, curve["mean"]) if y is not None]
+        if pts:
+            left.plot(*zip(*pts), color=color(name), lw=2.2, label=f"{name} (n={len(a['seeds'])})")
+            drawn = True
+    if drawn:
+        left.legend(fontsize=8)
+    else:
+        _no_data(left, "no evaluations")
+    left.set(xlabel="cycles trained", ylabel=f"error rate ({'practice set' if practice else 'held-out'}, turn 1)",
+             title="Per seed (thin) and mean (bold)", ylim=(-0.03, 1.03))
+    diff_drawn = False
+    for name, a in arms.items():
+        d = a.get("practice_difference_per_cycle")
+        if not d or not d["cycle"]:
+            continue
+        pts = [(x, m) for x, m in zip(d["cycle"], d["mean"]) if m is not None]
+        band = [(x, ci[0], ci[1]) for x, ci in zip(d["cycle"], d["ci95"]) if ci and ci[0] is not None]
+        if pts:
+            right.plot(*zip(*pts), marker="o", ms=3, color=color(name), label=f"{name} - {d['baseline']}")
+            diff_drawn = True
+        if band:
+            bx, lo, hi = (np.array(v, float) for v in zip(*band))
+            right.fill_between(bx, lo, hi, color=color(name), alpha=0.18, linewidth=0)
+    if diff_drawn:
+        right.axhline(0, color="0.4", lw=1)
+        right.legend(fontsize=8)
+    else:
+        _no_data(right, "no paired practice-set data (needs the uniform arm and practice rows)")
+    right.set(xlabel="cycles trained", ylabel="paired difference of the error rate",
+              title="Arm - uniform, paired by seed and task (95% band)", ylim=(-1.03, 1.03))
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.title.set_fontsize(9)
+    fig.savefig(path)
+    return path
+
+
 def write_all(report: Mapping[str, Any], arm_episodes: Mapping[str, Sequence[Mapping[str, Any]]],
               out_dir: Path) -> dict[str, Path]:
     """Every figure of the report into ``out_dir``; returns {name: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return {
+        "learning_curves": learning_curves(report, out_dir / "learning_curves.png"),
         "hallucination_rate": hallucination_rate(report, out_dir / "hallucination_rate.png"),
         "cycles_to_zero_error": cycles_to_zero_error(report, out_dir / "cycles_to_zero_error.png"),
         "recurrence_self_correction": recurrence_and_self_correction(report, out_dir / "recurrence_self_correction.png"),

@@ -27,48 +27,23 @@ from pathlib import Path
 from typing import Any
 
 from cosmocore import atomic
+from cosmocore.report import claims as CL
 from cosmocore.report import metrics as M
+from cosmocore.report import splits as SP
+from cosmocore.report import stats
+from cosmocore.report.comparisons import (  # noqa: F401  (re-exported: the report's public names)
+    CLAIMS, NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED, Claim, claims_table, compare, comparisons, verdict)
 
 SCHEMA_VERSION = 1
 BASELINE = "uniform"
-NOT_MEASURABLE, REPRODUCED, NOT_REPRODUCED = "not measurable", "reproduced", "not reproduced"
 EVAL_COLUMNS = ["run_id", "arm", "seed", "cycle", "split", "task_id", "family", "bug_class", "turn", "outcome",
-                "entropy"]
+                "entropy", "group", "sample"]  # group, sample: read where the store's schema has them
 EPISODE_COLUMNS = ["run_id", "arm", "seed", "cycle", "turn", "entropy", "valence", "arousal", "bin"]
-# Headline comparisons of every arm against the baseline: report metric -> per-arm value key.
-HEADLINE = ("final_hallucination_rate", "cycles_to_zero_error", "bug_recurrence_rate",
-            "self_correction.delta_i_to_c", "self_correction.delta_c_to_i", "buffer_occupancy_max")
 
 
 class ReportError(ValueError):
     """The run directory cannot be reported (no bench.json, unreadable store ...)."""
 
-
-@dataclass(frozen=True)
-class Claim:
-    """A published effect, as a relative change of ``metric`` for ``arm`` vs ``baseline``."""
-
-    metric: str
-    arm: str
-    baseline: str
-    source: str
-    text: str
-    value: float | None  # the claimed relative change; None when only a direction is claimed
-    direction: int  # -1: the claim is a decrease, +1: an increase
-
-
-COSMOCORE = "CosmoCore (arXiv 2510.18895)"
-COCOS = "COCOS (arXiv 2505.23060)"
-CLAIMS = (
-    Claim("final_hallucination_rate", "cosmocore", BASELINE, COSMOCORE, "48% fewer hallucinations", -0.48, -1),
-    Claim("cycles_to_zero_error", "cosmocore", BASELINE, COSMOCORE,
-          "45% faster self-correction: 80 -> 44 cycles to zero error (44/80 - 1 = -0.45)", -0.45, -1),
-    Claim("buffer_occupancy_max", "no_pruning", "cosmocore", COSMOCORE, "+25% buffer bloat without pruning", 0.25, +1),
-    Claim("self_correction.delta_i_to_c", "cocos", BASELINE, COCOS,
-          "online self-correction RL raises Δi→c (wrong at turn 1, right at turn 2)", None, +1),
-    Claim("self_correction.delta_c_to_i", "cocos", BASELINE, COCOS,
-          "online self-correction RL lowers Δc→i (right at turn 1, wrong at turn 2)", None, -1),
-)
 
 # What each report key means: the docstring of the metric that computes it.
 DEFINITIONS: dict[str, Callable[..., Any]] = {
@@ -90,6 +65,17 @@ DEFINITIONS: dict[str, Callable[..., Any]] = {
     "tagger_valence_auc": M.tagger_valence_auc,
     "mean, ci95": M.mean_ci,
     "relative_change": M.relative_change,
+    "practice_cycles_to_zero_error": SP.practice_cycles_to_zero_error,
+    "km_median, restricted_mean": stats.kaplan_meier,
+    "test_hallucination_rate": CL.arm_figures,
+    "held-out split": SP.held_out_split,
+    "claims: estimate, ci95": stats.paired_two_way_bootstrap,
+    "claims: cycles to zero error": stats.paired_seed_interval,
+    "claims: mde": stats.mde,
+    "claims: iqm": stats.iqm,
+    "claims: probability_of_improvement": stats.probability_of_improvement,
+    "claims: verdict": CL.verdict,
+    "design": SP.design,
 }
 
 
@@ -154,8 +140,10 @@ def read_tables(uri: str, run_ids: Sequence[str]) -> tuple[dict[str, list[dict]]
     except StoreError as exc:
         raise ReportError(str(exc)) from None
     where = [("run_id", "in", list(run_ids))]
-    rows = store.read_evaluations(filters=where, columns=EVAL_COLUMNS).to_pylist()
-    evals = M.split_runs([r for r in rows if r["split"] != "practice"])  # held-out rows (older stores: "eval")
+    from cosmocore.memory.store import TABLES
+
+    columns = [c for c in EVAL_COLUMNS if c in TABLES["evaluations"].schema.names]
+    evals = M.split_runs(store.read_evaluations(filters=where, columns=columns))
     episodes = M.split_runs(store.read_episodes(filters=where, columns=EPISODE_COLUMNS))
     return evals, episodes, store.versions()
 
@@ -173,10 +161,13 @@ def history_curve(history: Sequence[Mapping[str, Any]], key: str) -> list[float 
 
 
 def run_metrics(evals: list[dict], episodes: list[dict], summary: Mapping[str, Any], target: float) -> dict:
-    """Every per-run number of the report, from one run's own rows and history."""
+    """Every per-run number of the report, from one run's own rows and history. The evaluation
+    metrics read the held-out split (``splits.held_out_split``: test, or an older store's eval);
+    the ones that follow one reply per task through cycles read its sample 0."""
     history = summary.get("history") or []
+    evals = SP.rows_of(evals, SP.held_out_split(evals))
     rates = M.hallucination_rate_per_cycle(evals)
-    sc = M.self_correction(evals)
+    sc = M.self_correction(SP.first_sample(evals))
     wall = _num(summary.get("wall_s"))
     if wall is None:  # an older summary without wall_s: the cycles' own timings
         wall = sum(_finite(h.get("wall_s") for h in history)) or None
@@ -192,7 +183,7 @@ def run_metrics(evals: list[dict], episodes: list[dict], summary: Mapping[str, A
         "final": M.final_rate(rates),
         "initial": _num(rates[0]) if rates else None,
         "ctze": M.cycles_to_zero_error(rates, target),
-        "recurrence": M.bug_recurrence_rate(evals),
+        "recurrence": M.bug_recurrence_rate(SP.first_sample(evals)),
         "self_correction": sc,
         "entropy_mean": M.entropy_mean(history),
         "sampling_entropy": M.sampling_entropy_per_cycle(episodes),
@@ -285,104 +276,6 @@ def arm_summary(seeds: list[int], run_ids: list[str], per_run: list[dict], cycle
     }
 
 
-def _metric_values(arm: Mapping[str, Any], metric: str) -> dict[int, Any]:
-    """{seed: value} of a headline metric; cycles-to-zero-error counts a censored seed as the
-    budget (the restricted mean: a lower bound, so a comparison is conservative)."""
-    if metric == "cycles_to_zero_error":
-        c = arm["cycles_to_zero_error"]
-        values = [c["budget"] if v is None else v for v in c["per_seed"]]
-    elif metric.startswith("self_correction."):
-        values = arm["self_correction"][metric.split(".", 1)[1]]["per_seed"]
-    else:
-        values = arm[metric]["per_seed"]
-    return dict(zip(arm["seeds"], values))
-
-
-def compare(arms: Mapping[str, Mapping[str, Any]], metric: str, arm: str, baseline: str) -> dict:
-    """relative_change of ``metric`` for ``arm`` vs ``baseline``, paired by seed where both
-    arms have the same finished seeds, with why it is undefined when it is."""
-    a, b = _metric_values(arms[arm], metric), _metric_values(arms[baseline], metric)
-    rc = M.relative_change(a, b)
-    out = {"metric": metric, "arm": arm, "baseline": baseline, "relative_change": rc["relative_change"],
-           "ci95": rc["ci95"] if min(rc["n_arm"], rc["n_baseline"]) > 1 else None, "paired": rc["paired"],
-           "n_arm": rc["n_arm"], "n_baseline": rc["n_baseline"],
-           "arm_mean": M.mean_ci(list(a.values()))["mean"], "baseline_mean": M.mean_ci(list(b.values()))["mean"], "note": None}
-    if metric == "cycles_to_zero_error":
-        censored = [arms[x]["cycles_to_zero_error"]["censored"] for x in (arm, baseline)]
-        if any(censored):
-            out["note"] = (f"censored seeds (arm {censored[0]}, baseline {censored[1]}) count as the budget of "
-                           f"{arms[arm]['cycles_to_zero_error']['budget']} cycles")
-        if all(arms[x]["cycles_to_zero_error"]["censored"] == len(arms[x]["seeds"]) for x in (arm, baseline)):
-            out.update(relative_change=None, ci95=None, note="no seed of either arm reached the target")
-    return out
-
-
-MIN_SEEDS_FOR_CLAIM = 3
-
-
-def verdict(claim: Claim, cmp: Mapping[str, Any] | None, arms: Sequence[str]) -> tuple[str, str]:
-    """Reproduced when the whole 95% interval of the relative change lies on the claimed side of
-    zero and reaches the claimed size (or, for a direction-only claim, just the side)."""
-    missing = [x for x in (claim.arm, claim.baseline) if x not in arms]
-    if missing:
-        return NOT_MEASURABLE, f"the bench has no finished {' or '.join(missing)} run"
-    assert cmp is not None
-    if cmp.get("note") == "no seed of either arm reached the target":
-        return NOT_MEASURABLE, "no seed of either arm reached the target within the cycle budget"
-    if cmp["relative_change"] is None:
-        return NOT_MEASURABLE, "undefined: the baseline mean is 0 or a side has no value"
-    if cmp["ci95"] is None or cmp["ci95"][0] is None:
-        return NOT_MEASURABLE, "one seed per arm: no confidence interval (run more seeds)"
-    n = min(cmp["n_arm"], cmp["n_baseline"])
-    if n < MIN_SEEDS_FOR_CLAIM:  # a resampled interval over 2 seeds can collapse to a point
-        return NOT_MEASURABLE, f"{n} seeds per arm: a verdict needs at least {MIN_SEEDS_FOR_CLAIM} (run more seeds)"
-    lo, hi = sorted(claim.direction * x for x in cmp["ci95"])  # effect size in the claimed direction
-    ci = f"95% CI [{cmp['ci95'][0]:+.1%}, {cmp['ci95'][1]:+.1%}]"
-    if hi < 0:
-        return NOT_REPRODUCED, f"{ci}: the effect goes the opposite way"
-    if lo <= 0:
-        return NOT_REPRODUCED, f"{ci} includes no change"
-    if claim.value is not None and hi < claim.direction * claim.value:
-        return NOT_REPRODUCED, f"{ci}: in the claimed direction but smaller than the claimed {claim.value:+.0%}"
-    return REPRODUCED, f"{ci} lies on the claimed side" + ("" if claim.value is None else
-                                                           f" and reaches the claimed {claim.value:+.0%}")
-
-
-def comparisons(arms: Mapping[str, Mapping[str, Any]]) -> list[dict]:
-    """Every arm vs the baseline on the headline metrics, plus each paper claim's own pair (an
-    arm that keeps no replay buffer is left out of the buffer comparison)."""
-    pairs = [(m, a, BASELINE) for a in arms if a != BASELINE and BASELINE in arms for m in HEADLINE]
-    pairs += [(c.metric, c.arm, c.baseline) for c in CLAIMS
-              if c.baseline != BASELINE and c.arm in arms and c.baseline in arms]
-    no_buffer = {a for a, v in arms.items() if not any(v["buffer_occupancy_max"]["per_seed"])}  # cocos: no replay
-    out = []
-    for metric, arm, base in pairs:
-        if metric == "buffer_occupancy_max" and {arm, base} & no_buffer:
-            continue
-        cmp = compare(arms, metric, arm, base)
-        claim = next((c for c in CLAIMS if (c.metric, c.arm, c.baseline) == (metric, arm, base)), None)
-        cmp["paper_claim"] = claim.value if claim else None
-        if claim:
-            cmp["claim"] = f"{claim.source}: {claim.text}"
-            cmp["verdict"], cmp["reason"] = verdict(claim, cmp, list(arms))
-        out.append(cmp)
-    return out
-
-
-def claims_table(arms: Mapping[str, Mapping[str, Any]], cmps: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Every published claim with this run's measurement and verdict (claims whose arms did
-    not run say so)."""
-    rows = []
-    for c in CLAIMS:
-        cmp = next((x for x in cmps if (x["metric"], x["arm"], x["baseline"]) == (c.metric, c.arm, c.baseline)), None)
-        v, why = (cmp["verdict"], cmp["reason"]) if cmp else verdict(c, None, list(arms))
-        rows.append({"source": c.source, "claim": c.text, "metric": c.metric, "arm": c.arm, "baseline": c.baseline,
-                     "claimed_relative_change": c.value, "direction": "decrease" if c.direction < 0 else "increase",
-                     "measured_relative_change": cmp["relative_change"] if cmp else None,
-                     "ci95": cmp["ci95"] if cmp else None, "verdict": v, "reason": why})
-    return rows
-
-
 def definitions() -> dict[str, str]:
     """The report's metric definitions, quoted from the docstrings of the functions computing them."""
     return {k: " ".join(inspect.getdoc(f).replace("``", "`").split()) for k, f in DEFINITIONS.items()}
@@ -398,6 +291,7 @@ def compute(run_dir: Path) -> tuple[dict, dict[str, list[dict]]]:
     target, cycles = float(bench.get("target") or 0.0), int(bench["cycles"])
     arms: dict[str, dict] = {}
     arm_episodes: dict[str, list[dict]] = {}
+    claim_runs: dict[str, dict[int, CL.RunData]] = {}
     for arm in bench.get("arms") or sorted({r.arm for r in runs}):
         mine = [r for r in done if r.arm == arm]
         if not mine:
@@ -406,11 +300,18 @@ def compute(run_dir: Path) -> tuple[dict, dict[str, list[dict]]]:
                    for r in mine]
         arms[arm] = arm_summary([r.seed for r in mine], [r.run_id for r in mine], per_run, cycles)
         arm_episodes[arm] = [e for r in mine for e in episodes.get(r.run_id, [])]
+        claim_runs[arm] = {r.seed: CL.run_data(r.seed, evals.get(r.run_id, []), cycles) for r in mine}
+        arms[arm].update(CL.arm_figures(claim_runs[arm], cycles))
+    for arm in arms:
+        if arm != BASELINE and BASELINE in claim_runs:
+            arms[arm]["practice_difference_per_cycle"] = CL.paired_curve(claim_runs[arm], claim_runs[BASELINE])
     cmps = comparisons(arms)
     report = {
         "schema_version": SCHEMA_VERSION, "profile": bench.get("profile"), "model": bench.get("model"),
         "suite": bench.get("suite"), "seeds": bench.get("seeds", []), "cycles": cycles, "arms": arms,
         "comparisons": cmps,
+        "design": SP.design(bench, {r.run_id: evals.get(r.run_id, []) for r in done}),
+        "claims": CL.claims(claim_runs, cycles),
         # added beyond DESIGN.md
         "bench_id": bench.get("bench_id"), "target": target, "baseline": BASELINE,
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -423,6 +324,13 @@ def compute(run_dir: Path) -> tuple[dict, dict[str, list[dict]]]:
                       "metric's range (shares to [0, 1]); comparisons: "
                       "relative change of the means with a 95% percentile bootstrap interval, paired by seed "
                       "(too narrow below ~10 seeds: read it as optimistic)",
+        "claims_statistics": "claims: paired difference arm - uniform (mean over seeds of per-seed pooled rates, "
+                             "errors / executions); its variance from a two-way bootstrap over seeds and tasks "
+                             "(one draw for both arms), split by moments into seed, task and cell parts, and the "
+                             "95% interval estimate +- t x se with Satterthwaite degrees of freedom; cycles to "
+                             "zero error: per seed, a censored run at its censoring cycle, paired t interval over "
+                             "seeds (the same rule with one random factor); mde = (t_0.975 + t_0.80) x se, 80% "
+                             "power at 5% two-sided",
         "definitions": definitions(),
     }
     return _clean(report), arm_episodes
@@ -470,7 +378,12 @@ def headline(report: Mapping[str, Any]) -> str:
         lines.append(f"  {name}: final hallucination rate {pct(a['final_hallucination_rate']['mean'])} "
                      f"{fmt_ci(a['final_hallucination_rate']['ci95'], pct)}; pass@1 "
                      f"{pct((a.get('pass_at_1') or {}).get('mean'))}; cycles to zero error "
-                     f"{fmt(ctze['mean'])} ({ctze['censored']}/{len(a['seeds'])} seeds censored)")
-    for c in report["paper_claims"]:
-        lines.append(f"  claim '{c['claim']}' ({c['arm']} vs {c['baseline']}): {c['verdict']}: {c['reason']}")
+                     f"{fmt(ctze['mean'])} ({ctze['censored']}/{len(a['seeds'])} seeds censored); practice set: "
+                     f"KM median {fmt((a.get('practice_cycles_to_zero_error') or {}).get('km_median'))} cycles")
+    for c in report.get("claims") or []:
+        if c["verdict"] == CL.NOT_RUN:
+            continue
+        source = f" [{c['source']}]" if c.get("source") else ""
+        lines.append(f"  {c['arm']} vs {c['baseline']}: {c['claim']} ({c['split']}){source}: {c['verdict']}: "
+                     f"{c['reason']}")
     return "\n".join(lines)

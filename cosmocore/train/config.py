@@ -6,6 +6,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from cosmocore.memory.config import BufferConfig, option
+from cosmocore.model.generation import check_engine
 
 ARMS = ("uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos")
 #: Where a run measures generalisation: the test split (headline figures) or dev (tuning).
@@ -80,6 +81,9 @@ class TrainConfig:
                                         "and tagger features) of a float32 model; None = where the CPU has native "
                                         "bf16 (avx512_bf16/amx). Generation stays float32: SmolLM2-135M decoding "
                                         "under bf16 broke 4 of 6 answers into syntax errors")
+    engine: str = option("hf", "rollout engine for the day phase and evaluation: hf (transformers generate), torch "
+                         "(shared-prefix prefill + prompt-lookup drafts, same greedy tokens; see docs/ENGINES.md), vllm "
+                         "(CUDA, the .[vllm] extra)")
     workers: int = option(2, "sandbox workers")
     timeout_s: float = option(30.0, "wall-clock limit per candidate")
     device: str | None = option(None, "cpu, cuda, cuda:N (default: cuda when present)")
@@ -93,6 +97,7 @@ class TrainConfig:
                      "practice_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        check_engine(self.engine)
         if self.eval_split not in EVAL_SPLITS:
             raise ValueError(f"--eval-split must be one of {', '.join(EVAL_SPLITS)}, got {self.eval_split!r}")
         for name in ("warmup_sft", "correction_steps", "rehearsal_pairs", "train_layers", "value_ridge",

@@ -46,10 +46,10 @@ from cosmocore.train.config import ARMS, TrainConfig, buffer_config  # noqa: F40
 from cosmocore.train.tasks import RunTasks
 from cosmocore.memory.tagger import AffectiveTagger, ArousalNormaliser, Execution, Featurizer, roc_auc, valence_target
 from miniworld.suites import catalog
-from miniworld.sandbox.python_sandbox import open_sandbox
 from miniworld.checks import CheckResult
 from miniworld.sandbox.spark_sandbox import Result, Sandbox
-from miniworld.task import Task, messages
+from miniworld.kinds.registry import messages
+from miniworld.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ class Trainer:
         suite = catalog.load_suite(cfg.suite)  # bad input fails before the model and Spark load
         self.policy = Policy.load(cfg.model, device=cfg.device, lora=cfg.lora, seed=cfg.seed,
                                   temperature=cfg.temperature)
+        self.policy.use_engine(cfg.engine)
         self.store = Store.open(cfg.store)  # after the checks above: a refused run leaves no store
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = self.policy.device
@@ -202,8 +203,8 @@ class Trainer:
         self._eval_cached, self._eval_replies = False, 0
         self.history: list[dict] = []
         self._owns_sandbox = sandbox is None
-        self.sandbox = sandbox or open_sandbox(suite.task_kind, spark_remote=cfg.spark_remote, workers=cfg.workers,
-                                               timeout_s=cfg.timeout_s)  # python suites need no Spark
+        self.sandbox = sandbox or suite.kind.open_sandbox(spark_remote=cfg.spark_remote, workers=cfg.workers,
+                                                          timeout_s=cfg.timeout_s)  # python suites need no Spark
         self.tasks = catalog.load_tasks(suite, self.sandbox)
         self.train_tasks = [t for t in self.tasks if t.split == "train"]
         try:

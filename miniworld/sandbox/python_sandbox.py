@@ -6,7 +6,7 @@ are decided here, in the trusted parent, from the checks the child reports.
 
 ``PythonSandbox`` has the interface of :class:`miniworld.sandbox.spark_sandbox.Sandbox` (``evaluate``,
 ``evaluate_many``, ``close``, a context manager) without starting Spark, so a python-kind suite
-trains and benchmarks with no JVM at all; ``open_sandbox`` picks the right one for a suite.
+trains and benchmarks with no JVM at all; the suite's kind (:mod:`miniworld.kinds`) opens it.
 """
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from miniworld.sandbox import isolation, pygate
 from miniworld.checks import CheckResult
 from miniworld.sandbox.pool import _import_roots
+from miniworld.sandbox.python_child import split_checks
+from miniworld.sandbox.result import Result
 from miniworld.task import Task
 
 #: The most event bytes read back from one candidate (its stdout is capped well below this).
@@ -103,8 +104,6 @@ def classify(error: dict) -> str:
 
 def check_sources(task: Task) -> list[str]:
     """Source text of each check of the task (for feedback), in the runner's order."""
-    from miniworld.sandbox.python_child import split_checks
-
     _, body = split_checks(task.test_code)
     return [ast.get_source_segment(task.test_code, s) or ast.unparse(s) for s, is_check in body if is_check]
 
@@ -122,11 +121,9 @@ def _feedback(outcome: str, error: str | None, checks: list[CheckResult]) -> str
     return "\n".join(lines)
 
 
-def score(task: Task, events: list[dict], status: str, duration_s: float) -> Any:
+def score(task: Task, events: list[dict], status: str, duration_s: float) -> Result:
     """Outcome, reward and feedback from the child's events and how it ended (``status``:
     "done", "timeout", "crashed", "killed", "xcpu", "overflow")."""
-    from miniworld.sandbox.spark_sandbox import Result
-
     sources = check_sources(task)
     total = len(sources)
     verdicts: dict[int, dict] = {e["index"]: e for e in events if e.get("event") == "check"}
@@ -163,10 +160,8 @@ def score(task: Task, events: list[dict], status: str, duration_s: float) -> Any
                   float(duration_s), tuple(checks), str(stdout)[:2000])
 
 
-def gate(task: Task, code: str) -> tuple[str | None, Any]:
+def gate(task: Task, code: str) -> tuple[str | None, Result | None]:
     """(program to run, None) or (None, the gate's Result)."""
-    from miniworld.sandbox.spark_sandbox import Result
-
     text = program(task, code)
     total = task.checks_total
     try:
@@ -214,17 +209,17 @@ class PythonSandbox:
             self._pool = None
             shutil.rmtree(self._root, ignore_errors=True)
 
-    def evaluate(self, task: Task, code: str, timeout_s: float | None = None) -> Any:
+    def evaluate(self, task: Task, code: str, timeout_s: float | None = None) -> Result:
         return self.evaluate_many([(task, code)], timeout_s)[0]
 
-    def evaluate_many(self, items: list[tuple[Task, str]], timeout_s: float | None = None) -> list[Any]:
+    def evaluate_many(self, items: list[tuple[Task, str]], timeout_s: float | None = None) -> list[Result]:
         """Score (task, code) pairs: gate, run in parallel, score (results in input order)."""
         for task, _ in items:
-            if task.kind != "python":
-                raise ValueError(f"task {task.id!r} is a {task.kind} task: it needs the Spark sandbox")
+            if not task.entry_point:
+                raise ValueError(f"task {task.id!r} names no function to write: it is not a plain-Python task")
         return list(self._pool.map(lambda item: self._evaluate(*item, timeout_s or self.timeout_s), items))
 
-    def _evaluate(self, task: Task, code: str, timeout_s: float) -> Any:
+    def _evaluate(self, task: Task, code: str, timeout_s: float) -> Result:
         text, gated = gate(task, code)
         if gated is not None:
             return gated
@@ -306,29 +301,3 @@ class PythonSandbox:
                 if event.get("event") in ("done", "error"):
                     return events, "done"
 
-
-def open_sandbox(kind: str, *, spark_remote: str | None = None, workers: int | None = None,
-                 timeout_s: float = 30.0, endpoint: Any = None) -> Any:
-    """The sandbox for a suite's task kind: plain Python needs no Spark; PySpark needs it."""
-    if kind == "python":
-        return PythonSandbox(workers=workers, timeout_s=timeout_s)
-    from miniworld.sandbox.spark_sandbox import Sandbox
-
-    kwargs = {"workers": workers} if workers else {}
-    return Sandbox(spark_remote=spark_remote, endpoint=endpoint, timeout_s=timeout_s, **kwargs)
-
-
-def evaluate_mixed(sandbox: Any, items: list[tuple[Task, str]], timeout_s: float | None = None) -> list[Any]:
-    """The Spark sandbox's route for python-kind tasks: those run in a PythonSandbox it keeps
-    (``sandbox.python``, closed with it), the others on Spark as usual; results in input order."""
-    if getattr(sandbox, "python", None) is None:
-        sandbox.python = PythonSandbox()
-    python = [i for i, (task, _) in enumerate(items) if task.kind == "python"]
-    others = [i for i in range(len(items)) if i not in set(python)]
-    results: list[Any] = [None] * len(items)
-    for i, r in zip(python, sandbox.python.evaluate_many([items[i] for i in python], timeout_s)):
-        results[i] = r
-    if others:
-        for i, r in zip(others, sandbox.evaluate_many([items[i] for i in others], timeout_s)):
-            results[i] = r
-    return results

@@ -15,12 +15,12 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 
 from miniworld import rows
 from miniworld.sandbox import gate
 from miniworld.checks import CheckResult, Expected, check_dataset, feedback, outcome_of
 from miniworld.sandbox.pool import PoolConfig, SandboxPool
+from miniworld.sandbox.result import Result
 from miniworld.sandbox.server import LocalConnectServer, SparkEndpoint, SparkStartError, endpoint_for
 from miniworld.task import Task
 
@@ -33,28 +33,6 @@ MAX_RECOVERIES = 2
 
 class SparkUnavailable(RuntimeError):
     """Spark could not be reached or restarted: the affected jobs were not scored."""
-
-
-@dataclass(frozen=True)
-class Result:
-    """What running one candidate on one task produced (the ``run --json`` keys and more)."""
-
-    task: str
-    outcome: str
-    reward: float
-    checks_passed: int
-    checks_total: int
-    error: str | None
-    feedback: str
-    duration_s: float
-    checks: tuple[CheckResult, ...] = field(default=(), repr=False)
-    stdout: str = ""
-
-    def to_json(self) -> dict:
-        return {"task": self.task, "outcome": self.outcome, "reward": self.reward,
-                "checks_passed": self.checks_passed, "checks_total": self.checks_total,
-                "error": self.error, "feedback": self.feedback, "duration_s": round(self.duration_s, 4),
-                "checks": [{"name": c.name, "dataset": c.dataset, "passed": c.passed} for c in self.checks]}
 
 
 class Sandbox:
@@ -104,9 +82,6 @@ class Sandbox:
         return self
 
     def close(self) -> None:
-        if getattr(self, "python", None) is not None:  # set by miniworld.sandbox.python_sandbox.evaluate_mixed
-            self.python.close()
-            self.python = None
         if getattr(self, "pool", None) is not None:
             self.pool.close()
             self.pool = None
@@ -192,10 +167,6 @@ class Sandbox:
 
     def evaluate_many(self, items: list[tuple[Task, str]], timeout_s: float | None = None) -> list[Result]:
         """Score (task, code) pairs: gate, run in parallel, check, classify."""
-        if any(task.kind == "python" for task, _ in items):  # plain Python (HumanEval): no Spark
-            from miniworld.sandbox.python_sandbox import evaluate_mixed
-
-            return evaluate_mixed(self, items, timeout_s)
         results: list[Result | None] = [None] * len(items)
         to_run: list[int] = []
         for i, (task, code) in enumerate(items):

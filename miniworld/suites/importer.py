@@ -35,7 +35,7 @@ import pipelines
 from miniworld.sandbox import gate
 from miniworld.suites import code_hints, datagen
 from miniworld.suites.bugs import parse_ddl
-from miniworld.suites.catalog import SuiteError
+from miniworld.suites.suite import SuiteError
 from miniworld.suites.imported import ImportedFamily
 
 

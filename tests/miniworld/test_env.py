@@ -19,6 +19,7 @@ def env(sandbox, smoke_tasks):
     return MiniWorldEnv(smoke_tasks, sandbox, split="train", max_turns=2, seed=3)
 
 
+@pytest.mark.slow
 def test_reset_is_seeded(env) -> None:
     a = [env.reset(seed=11)[0]["task_id"]] + [env.reset()[0]["task_id"] for _ in range(4)]
     b = [env.reset(seed=11)[0]["task_id"]] + [env.reset()[0]["task_id"] for _ in range(4)]
@@ -28,6 +29,7 @@ def test_reset_is_seeded(env) -> None:
     assert info["split"] == "train" and obs in env.observation_space
 
 
+@pytest.mark.slow
 def test_two_turn_self_correction(env, smoke_tasks) -> None:
     task = next(t for t in smoke_tasks if t.split == "train" and t.bug_class == "filter_boundary")
     obs, _ = env.reset(options={"task_id": task.id})
@@ -41,6 +43,7 @@ def test_two_turn_self_correction(env, smoke_tasks) -> None:
         env.step(task.reference_code)
 
 
+@pytest.mark.slow
 def test_truncated_after_max_turns(env, smoke_tasks) -> None:
     task = next(t for t in smoke_tasks if t.split == "train")
     env.reset(options={"task_id": task.id})
@@ -49,6 +52,7 @@ def test_truncated_after_max_turns(env, smoke_tasks) -> None:
     assert info["outcome"] == "syntax_error" and reward == 0.0 and truncated and not terminated
 
 
+@pytest.mark.slow
 def test_step_many_runs_a_batch(env, smoke_tasks) -> None:
     train = [t for t in smoke_tasks if t.split == "train"][:4]
     obs, _ = env.reset_many(len(train), options={"task_ids": [t.id for t in train]})
@@ -62,6 +66,7 @@ def test_step_many_runs_a_batch(env, smoke_tasks) -> None:
         env.step("x")
 
 
+@pytest.mark.slow
 def test_unknown_task_and_empty_split(sandbox, smoke_tasks) -> None:
     env = MiniWorldEnv(smoke_tasks, sandbox)
     with pytest.raises(RuntimeError, match=r"call reset\(\)"):
@@ -103,6 +108,7 @@ def test_miniworld_make_passes_check_env_and_wrappers_work(sandbox, smoke_tasks)
     env.close()
 
 
+@pytest.mark.slow
 def test_trl_reward_function_and_dataset(sandbox, smoke_tasks) -> None:
     dataset = task_dataset(smoke_tasks, split="train")
     assert set(dataset.column_names) >= {"prompt", "task_id"}

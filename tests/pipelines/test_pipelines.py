@@ -254,6 +254,7 @@ def test_generate_is_seeded_and_small(name: str, kind: str) -> None:
 # running on Spark
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", FAMILIES)

@@ -70,6 +70,7 @@ def bench_dir(tmp_path_factory, cache_dir, smoke_tasks) -> dict:
             "killed_mtime": killed_mtime, "finished_before": finished_before, "stderr": resumed.stderr}
 
 
+@pytest.mark.slow
 def test_killed_bench_resumes_without_redoing_finished_runs(bench_dir) -> None:
     from cosmocore.memory.store import Store
 
@@ -92,6 +93,7 @@ def test_killed_bench_resumes_without_redoing_finished_runs(bench_dir) -> None:
     assert len(evals) == len({e["eval_id"] for e in evals})
 
 
+@pytest.mark.slow
 def test_bench_prints_where_the_report_is(bench_dir) -> None:
     payload = bench_dir["payload"]
     run_dir = bench_dir["dir"]
@@ -100,6 +102,7 @@ def test_bench_prints_where_the_report_is(bench_dir) -> None:
         assert (run_dir / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_bench_bad_input_is_one_line_and_exit_2(tmp_path, bench_dir) -> None:
     env = bench_dir["env"]
     cases = [(["--profile", "nope"], "unknown profile"), (["--arms", "uniform,bogus"], "bogus"),
@@ -127,6 +130,7 @@ def test_flags_override_profile_fields() -> None:
         b.parse_set(["model=x"])
 
 
+@pytest.mark.slow
 def test_report_numbers_recompute_from_the_evaluations_table(bench_dir) -> None:
     """Per-cycle and final hallucination rates redone here from the raw Delta table (delta-rs,
     no cosmocore code) must equal the report's."""
@@ -155,6 +159,7 @@ def test_report_numbers_recompute_from_the_evaluations_table(bench_dir) -> None:
     assert {"metric", "arm", "baseline", "relative_change", "ci95", "paper_claim"} <= rep["comparisons"][0].keys()
 
 
+@pytest.mark.slow
 def test_two_seeds_give_different_per_seed_numbers(bench_dir) -> None:
     from deltalake import DeltaTable
 
@@ -168,6 +173,7 @@ def test_two_seeds_give_different_per_seed_numbers(bench_dir) -> None:
     assert by_seed[0] and by_seed[1] and by_seed[0] != by_seed[1]
 
 
+@pytest.mark.slow
 def test_bench_logs_to_mlflow_when_asked(bench_dir) -> None:
     from cosmocore.report import mlflow_log
 
@@ -179,6 +185,7 @@ def test_bench_logs_to_mlflow_when_asked(bench_dir) -> None:
     assert len(parents) == 1 and len(children) == 4, [r.data.tags for r in runs]
 
 
+@pytest.mark.slow
 def test_parallel_jobs_share_one_server(tmp_path, bench_dir) -> None:
     """--jobs 2: two (arm, seed) runs in spawned processes against one confined Spark server."""
     out = _cli("bench", "--profile", "smoke", "--seeds", "1", "--cycles", "1", "--jobs", "2", "--out",
@@ -200,7 +207,8 @@ def test_quick_profile_runs_two_jobs_arm_major() -> None:
     assert b.default_jobs("quick") == 2 and b.default_jobs("smoke") == 1
     cfg = b.resolve("quick", bench_id="t")
     order = [(r["arm"], r["seed"]) for r in b.parallel_order(cfg, cfg.runs())]
-    assert order == [("uniform", 0), ("uniform", 1), ("cosmocore", 0), ("cosmocore", 1)]
+    assert order == [("uniform", 0), ("uniform", 1), ("uniform", 2), ("cosmocore", 0), ("cosmocore", 1),
+                     ("cosmocore", 2)]
     # threads per job come from the cores this process may use (its affinity), not the machine's
     assert 1 <= b.usable_cpus() <= (os.cpu_count() or 1)
     if hasattr(os, "sched_getaffinity"):

@@ -34,6 +34,7 @@ def distributed_bench(tmp_path_factory, cache_dir) -> dict:
     return {"dir": run_dir, "cfg": cfg, "results": results, "summaries": summaries, "again": again}
 
 
+@pytest.mark.slow
 def test_two_ranks_train_disjoint_shares_covering_every_run(distributed_bench) -> None:
     results = distributed_bench["results"]
     cfg = distributed_bench["cfg"]
@@ -47,6 +48,7 @@ def test_two_ranks_train_disjoint_shares_covering_every_run(distributed_bench) -
     assert all(r["runs"] for r in results), "a rank got no run"
 
 
+@pytest.mark.slow
 def test_every_run_finished_once_in_one_store(distributed_bench) -> None:
     from deltalake import DeltaTable
 
@@ -62,6 +64,7 @@ def test_every_run_finished_once_in_one_store(distributed_bench) -> None:
         assert len({e["cycle"] for e in episodes if e["run_id"] == run["run_id"]}) == cfg.cycles
 
 
+@pytest.mark.slow
 def test_rank_zero_wrote_the_report(distributed_bench) -> None:
     run_dir, cfg = distributed_bench["dir"], distributed_bench["cfg"]
     results = distributed_bench["results"]
@@ -71,6 +74,7 @@ def test_rank_zero_wrote_the_report(distributed_bench) -> None:
     assert (run_dir / "report.html").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_finished_bench_is_not_redone(distributed_bench) -> None:
     run_dir = distributed_bench["dir"]
     assert distributed_bench["again"] == []
@@ -78,6 +82,7 @@ def test_a_finished_bench_is_not_redone(distributed_bench) -> None:
     assert after == distributed_bench["summaries"]
 
 
+@pytest.mark.slow
 def test_plain_torchrun_entry_on_a_finished_bench(distributed_bench) -> None:
     """The same rank body under ``torchrun`` without Spark's scheduler: nothing is left to train,
     so the ranks only agree on that (gloo), rewrite the report and print the gathered results."""

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+pytestmark = pytest.mark.slow  # starts Spark, a model or a subprocess
+
 ROOT = Path(__file__).resolve().parents[3]
 TASK = "orders_enrichment.join_type.0"
 

@@ -210,6 +210,7 @@ def task_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("notebook-cache")
 
 
+@pytest.mark.slow
 def test_01_quickstart(tmp_path, task_cache) -> None:
     out = _execute("01_quickstart", tmp_path, task_cache)
     assert "candidates run on the embedded Spark Connect server" in out
@@ -219,6 +220,7 @@ def test_01_quickstart(tmp_path, task_cache) -> None:
     assert list(task_cache.glob("tasks/smoke-*.json")), "the smoke suite was not verified into the task cache"
 
 
+@pytest.mark.slow
 def test_02_benchmark(tmp_path, task_cache) -> None:
     out = _execute("02_benchmark", tmp_path, task_cache)
     run_dirs = list((tmp_path / "cosmocore-runs").glob("bench-*"))
@@ -236,6 +238,7 @@ def test_02_benchmark(tmp_path, task_cache) -> None:
     assert "final hallucination rate" in out
 
 
+@pytest.mark.slow
 def test_03_training_job(tmp_path, task_cache) -> None:
     from cosmocore.memory.store import Store
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyspark
+import pytest
 
 from cosmocore.cli.spark_job import with_remote
 
@@ -35,12 +36,14 @@ def test_with_remote_adds_the_endpoint_only_where_it_applies() -> None:
     assert with_remote(["train"], None) == ["train"]
 
 
+@pytest.mark.slow
 def test_bad_input_keeps_exit_status_2_through_spark_submit(tmp_path) -> None:
     out = spark_submit("tasks", "list", "--suite", "no_such_suite", cache=tmp_path, cwd=tmp_path)
     assert out.returncode == 2, out.stdout[-2000:]
     assert "error: unknown suite 'no_such_suite'" in out.stdout  # PythonRunner merges the streams
 
 
+@pytest.mark.slow
 def test_train_smoke_run_under_spark_submit(tmp_path) -> None:
     """From another directory (so imports do not lean on the checkout being the cwd)."""
     out = spark_submit("train", "--model", "tiny", "--suite", "smoke", "--cycles", "1",

@@ -383,6 +383,7 @@ def test_buffer_stats_cli_bad_store_exits_2(tmp_path: Path) -> None:
     assert str(bad) in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_benchmark_script_prints_one_json_object() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "replay_sampling.py"), "--json", "--capacity", "20000",

@@ -193,6 +193,7 @@ def _append_worker(uri: str, worker: int, n_batches: int) -> None:
         store.append_episodes(own + shared)
 
 
+@pytest.mark.slow
 def test_concurrent_appenders_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     uri = str(tmp_path / "s")
     Store.open(uri)
@@ -220,6 +221,7 @@ def _killable_writer(uri: str, log_path: str, batch: int, n_batches: int) -> Non
             os.fsync(log.fileno())
 
 
+@pytest.mark.slow
 def test_sigkill_mid_append_leaves_committed_episodes_intact(tmp_path: Path) -> None:
     uri, log_path = str(tmp_path / "s"), str(tmp_path / "committed.log")
     Store.open(uri)
@@ -260,6 +262,7 @@ def _delta_jars() -> list[str]:
     return jars if jars and all(os.path.exists(j) for j in jars) else []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not _delta_jars(),
     reason="spark backend: no Delta Lake jars here (delta-spark's wheel ships none and Maven is "

@@ -9,6 +9,8 @@ import torch
 from cosmocore.model.frozen_prefix import FrozenPrefix
 from cosmocore.model.policy import Policy
 
+pytestmark = pytest.mark.slow  # starts Spark, a model or a subprocess
+
 PROMPTS = [[1, 5, 9, 13, 17, 21, 25], [2, 4, 6], [7, 8, 9, 10, 11]]
 COMPLETIONS = [[30, 31, 32], [40, 41, 42, 43, 44], [50]]
 

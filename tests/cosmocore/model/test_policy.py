@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cosmocore.model.hf_engine import generation_config
 from cosmocore.model.policy import Generation, Policy, PolicyError
 from miniworld.extract import extract_code
+
+pytestmark = pytest.mark.slow  # starts Spark, a model or a subprocess
 
 PROMPTS = [
     [{"role": "user", "content": "Fix the join."}],
@@ -119,7 +122,7 @@ def test_sampler_is_exactly_softmax_over_temperature(tiny):
     """No hidden warper (transformers defaults to top-k 50): the processed scores the sampler
     draws from must equal logits / T, or stored log-probs would misdescribe the behaviour."""
     ids = torch.tensor([tiny.encode_chat(PROMPTS[0])])
-    config = tiny._generation_config(4, greedy=False)
+    config = generation_config(tiny, 4, greedy=False)
     config.output_scores = True
     with torch.no_grad():
         out = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)

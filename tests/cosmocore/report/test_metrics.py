@@ -162,13 +162,6 @@ def test_t_quantile_matches_the_table(df: int, q: float) -> None:
     assert M.t_quantile(0.025, df) == pytest.approx(-q, abs=1e-6)
 
 
-def test_t_quantile_hand_written_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(M, "_scipy_t", None)
-    assert M.t_quantile(0.995, 5) == pytest.approx(4.0321430, abs=1e-6)
-    assert M.t_quantile(0.95, 7) == pytest.approx(1.8945786, abs=1e-6)
-    assert M.t_quantile(0.5, 3) == 0.0
-
-
 def test_mean_ci_t_known_answer() -> None:
     got = M.mean_ci([1.0, 2.0, 3.0])  # mean 2, sd 1, t_{.975,2} = 4.3026527
     assert got["mean"] == 2.0 and got["n"] == 3
@@ -239,6 +232,18 @@ def test_relative_change_drops_missing_pairs_and_handles_degenerate_baselines() 
     assert M.relative_change([1.0], [0.0])["relative_change"] is None
     assert M.relative_change([], [1.0]) == {"relative_change": None, "ci95": [None, None], "paired": False,
                                             "n_arm": 0, "n_baseline": 1}
+
+
+@pytest.mark.filterwarnings("error")
+def test_relative_change_drops_resamples_with_a_zero_baseline_and_resamples_one_side() -> None:
+    # paired seeds (1 vs 0) and (2 vs 2): a resample of only the first seed has no ratio and is
+    # dropped; the others give 0 (second seed twice) or +50% (both seeds)
+    got = M.relative_change([1.0, 2.0], [0.0, 2.0], resamples=2000)
+    assert got["relative_change"] == pytest.approx(0.5) and got["ci95"] == pytest.approx([0.0, 0.5])
+    # unpaired, one baseline seed: only the arm is resampled (its means 1, 2, 3 against 2)
+    one = M.relative_change([1.0, 3.0, 2.0], [2.0], resamples=2000)
+    assert one["relative_change"] == 0.0 and not one["paired"]
+    assert -0.5 <= one["ci95"][0] < 0.0 < one["ci95"][1] <= 0.5
 
 
 @PROPS

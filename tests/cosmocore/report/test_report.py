@@ -223,8 +223,8 @@ def test_html_is_self_contained_and_pngs_are_valid(built: tuple[Path, dict]) -> 
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
     assert "<script" not in page and "<link" not in page
     srcs = re.findall(r'<img[^>]*src="([^"]+)"', page)
-    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert set(rep["plots"]) == {"hallucination_rate", "cycles_to_zero_error", "recurrence_self_correction",
+    assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert set(rep["plots"]) == {"learning_curves", "hallucination_rate", "cycles_to_zero_error", "recurrence_self_correction",
                                  "buffer_occupancy", "valence_arousal"}
     for rel in rep["plots"].values():
         with Image.open(run_dir / rel) as img:
@@ -327,9 +327,11 @@ def test_mlflow_logs_parent_children_metrics_and_artifacts(built: tuple[Path, di
     assert parent.data.params["profile"] == "smoke" and parent.data.params["train.lr"] == "1e-05"
     assert parent.data.tags["delta.version.evaluations"] == str(built[1]["store_versions"]["evaluations"])
     assert parent.data.metrics["cosmocore/final_hallucination_rate"] == 0.0
+    assert parent.data.metrics["cosmocore/test_hallucination_rate"] == 0.0
+    assert parent.data.tags["claim.cosmocore.hallucination_rate.eval"] == "underpowered"  # two seeds
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
     assert {"report.json", "report.md", "report.html", "plots"} <= artifacts
-    assert len(client.list_artifacts(parent_id, "plots")) == 5
+    assert len(client.list_artifacts(parent_id, "plots")) == 6
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert sorted(r.info.run_name for r in children) == ["cosmocore-s0", "cosmocore-s1", "uniform-s0", "uniform-s1"]
     child = next(r for r in children if r.info.run_name == "cosmocore-s1")

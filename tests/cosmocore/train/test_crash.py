@@ -101,6 +101,7 @@ def crashed_run(tmp_path_factory, cache_dir, sandbox, smoke_tasks) -> dict:
     raise AssertionError("unreachable")
 
 
+@pytest.mark.slow
 def test_each_kill_leaves_committed_cycles_whole(crashed_run) -> None:
     by_kill = {s["kill"]: s for s in crashed_run["states"]}
     run_id = crashed_run["summary"]["run_id"]
@@ -120,6 +121,7 @@ def test_each_kill_leaves_committed_cycles_whole(crashed_run) -> None:
     _assert_cycles_complete(ahead["episodes"], run_id, {1, 2})
 
 
+@pytest.mark.slow
 def test_resume_starts_from_the_checkpoint_index_and_accounts_for_every_episode(crashed_run) -> None:
     assert len(crashed_run["resumes"]) == len(KILLS)
     for r in crashed_run["resumes"]:
@@ -129,6 +131,7 @@ def test_resume_starts_from_the_checkpoint_index_and_accounts_for_every_episode(
         assert set(resumed["live"]) | set(resumed["removed"]) == r["stored"]
 
 
+@pytest.mark.slow
 def test_training_goes_on_to_the_budget_without_losing_or_repeating_anything(crashed_run) -> None:
     tmp, summary = crashed_run["tmp"], crashed_run["summary"]
     assert summary["cycles_completed"] == CYCLES and _checkpoint(tmp)["cycle"] == CYCLES

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts Spark, a model or a subprocess
+
 ROOT = Path(__file__).resolve().parents[3]
 
 

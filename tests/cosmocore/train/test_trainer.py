@@ -14,7 +14,7 @@ import torch
 
 from cosmocore.memory.store import Store
 from cosmocore.train.trainer import ARMS, TrainConfig, Trainer, buffer_config
-from miniworld.task import messages
+from miniworld.kinds.registry import messages
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -51,6 +51,7 @@ def test_config_rejects_bad_arms_and_counts(tmp_path) -> None:
     assert set(ARMS) == {"uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos"}
 
 
+@pytest.mark.slow
 def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path, sandbox, smoke_tasks) -> None:
     cfg = _cfg(tmp_path, cycles=1)
     trainer = Trainer(cfg, sandbox=sandbox)
@@ -123,6 +124,7 @@ def test_critic_fit_is_the_ridge_least_squares_solution(n: int) -> None:
     assert np.mean((expected - y) ** 2) < np.mean((y - y.mean()) ** 2)  # it explains some of the variance
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arm", ["uniform", "cocos"])
 def test_other_arms_run_a_cycle(tmp_path, sandbox, smoke_tasks, arm: str) -> None:
     trainer = Trainer(_cfg(tmp_path, arm=arm, cycles=1, turns=2), sandbox=sandbox)
@@ -133,6 +135,7 @@ def test_other_arms_run_a_cycle(tmp_path, sandbox, smoke_tasks, arm: str) -> Non
         assert summary["history"][-1]["buffer_size"] == 0  # COCOS keeps no replay buffer
 
 
+@pytest.mark.slow
 def test_train_cli_json_tiny_smoke_two_cycles(tmp_path, cache_dir, smoke_tasks) -> None:
     env = {**os.environ, "COSMOCORE_CACHE": str(cache_dir)}
     out = subprocess.run([sys.executable, "-m", "cosmocore.cli", "train", "--model", "tiny", "--suite", "smoke",
@@ -146,6 +149,7 @@ def test_train_cli_json_tiny_smoke_two_cycles(tmp_path, cache_dir, smoke_tasks) 
     assert Path(summary["checkpoint"]).exists()
 
 
+@pytest.mark.slow
 def test_train_cli_bad_input(tmp_path) -> None:
     for args, needle in ((["--arm", "nope"], "unknown arm"), (["--model", "no/such-model-xyz"], "no/such-model-xyz")):
         out = subprocess.run([sys.executable, "-m", "cosmocore.cli", "train", "--suite", "smoke", "--store",
@@ -155,10 +159,11 @@ def test_train_cli_bad_input(tmp_path) -> None:
         assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
+@pytest.mark.slow
 def test_warm_start_lowers_the_nll_of_train_pairs_and_anchors_the_reference(tmp_path, sandbox, smoke_tasks) -> None:
     import torch
 
-    from miniworld.task import messages
+    from miniworld.kinds.registry import messages
 
     trainer = Trainer(_cfg(tmp_path, warmup_sft=12, sft_batch=2, sft_lr=2e-3, cycles=1), sandbox=sandbox)
     task = trainer.train_tasks[0]
@@ -184,6 +189,7 @@ def test_warm_start_lowers_the_nll_of_train_pairs_and_anchors_the_reference(tmp_
     trainer.close()
 
 
+@pytest.mark.slow
 def test_corrective_term_teaches_the_fix_of_replayed_failures(tmp_path, sandbox, smoke_tasks) -> None:
     """With ``correction_coef`` the night also lowers the NLL of a failed train task's reference
     after that episode's prompt; without it the term is absent from the stats."""
@@ -213,6 +219,7 @@ def test_corrective_term_teaches_the_fix_of_replayed_failures(tmp_path, sandbox,
     plain.close()
 
 
+@pytest.mark.slow
 def test_fix_weight_marks_exactly_the_fix_tokens(tmp_path, sandbox, smoke_tasks) -> None:
     """The fix mask covers the reference tokens a copy of the buggy code gets wrong (and only
     those), and ``fix_weight`` raises their share of the loss: weight 1 is the plain NLL."""
@@ -239,6 +246,7 @@ def test_fix_weight_marks_exactly_the_fix_tokens(tmp_path, sandbox, smoke_tasks)
     trainer.close()
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(tmp_path, sandbox, smoke_tasks) -> None:
     """Everything reproducible from --seed: two runs, same seed, same episodes and metrics."""
     histories, completions = [], []
@@ -254,6 +262,7 @@ def test_same_seed_same_run(tmp_path, sandbox, smoke_tasks) -> None:
     assert completions[0] == completions[1]
 
 
+@pytest.mark.slow
 def test_initial_evaluation_is_checkpointed_and_resume_goes_on_from_cycle_one(tmp_path, sandbox, smoke_tasks) -> None:
     """A run interrupted right after its cycle-0 evaluation neither repeats it nor skips cycle 1."""
     cfg = _cfg(tmp_path, cycles=1, eval_turns=1)
@@ -275,10 +284,12 @@ def test_initial_evaluation_is_checkpointed_and_resume_goes_on_from_cycle_one(tm
     resumed.close()
     assert [h["cycle"] for h in summary["history"]] == [0, 1] and summary["cycles_completed"] == 1
     evals = Store.open(cfg.store).read_evaluations(columns=["cycle", "turn"]).to_pylist()
-    assert sorted(e["cycle"] for e in evals) == [0] * len(resumed.eval_tasks) + [1] * len(resumed.eval_tasks)
+    per_cycle = len(resumed.run_tasks.practice) + len(resumed.run_tasks.held_out)  # cycle 1 is the last: both
+    assert sorted(e["cycle"] for e in evals) == [0] * per_cycle + [1] * per_cycle
     assert set(Store.open(cfg.store).read_episodes(columns=["cycle"]).column("cycle").to_pylist()) == {1}
 
 
+@pytest.mark.slow
 def test_warm_start_cache_is_shared_and_identical_to_recomputing(tmp_path, sandbox, smoke_tasks) -> None:
     cache = tmp_path / "warm"
     kw = dict(warmup_sft=3, sft_batch=2, sft_lr=1e-3, warmup_cache=str(cache))
@@ -300,6 +311,7 @@ def test_warm_start_cache_is_shared_and_identical_to_recomputing(tmp_path, sandb
         t.close()
 
 
+@pytest.mark.slow
 def test_train_layers_freezes_all_but_the_top_blocks(tmp_path, sandbox, smoke_tasks) -> None:
     trainer = Trainer(_cfg(tmp_path, train_layers=1, cycles=1, eval_turns=1), sandbox=sandbox)
     model = trainer.policy.model
@@ -315,6 +327,7 @@ def test_train_layers_freezes_all_but_the_top_blocks(tmp_path, sandbox, smoke_ta
     assert cache is not None and cache.hits > 0 and cache.misses > 0
 
 
+@pytest.mark.slow
 def test_checkpoint_keeps_only_the_trained_blocks_and_resume_restores_them(tmp_path, sandbox, smoke_tasks) -> None:
     """With --train-layers the frozen blocks are the loaded model's: the checkpoint leaves them
     out (policy and KL anchor), and a resumed run gets back exactly the trained weights."""
@@ -349,6 +362,7 @@ def _arms_of_a_seed(tmp_path: Path, sandbox, kw: dict):
             trainer.close()
 
 
+@pytest.mark.slow
 def test_cycle0_evaluation_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tasks) -> None:
     """The arms of a seed start from one warm start, so the second arm reads the first's cycle-0
     evaluation: rows under its own run id, the same outcomes as evaluating again."""
@@ -363,10 +377,12 @@ def test_cycle0_evaluation_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, sm
         results.append((record, sorted((r["task_id"], r["outcome"], r["reward"]) for r in rows)))
     (first, rows_a), (second, rows_b), (fresh, rows_c) = results
     assert "eval_cached" not in first and second["eval_cached"] is True and "eval_cached" not in fresh
-    assert rows_a == rows_b == rows_c and len(rows_a) == len([t for t in smoke_tasks if t.split == "eval"])
+    practice, test = len(trainer.run_tasks.practice), len([t for t in smoke_tasks if t.split == "test"])
+    assert rows_a == rows_b == rows_c and len(rows_a) == practice + test
     assert first["eval_hallucination_rate"] == second["eval_hallucination_rate"] == fresh["eval_hallucination_rate"]
 
 
+@pytest.mark.slow
 def test_cycle1_day_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tasks) -> None:
     """Cycle 1's day samples from the shared warm start with the same draws and RNG state in
     every arm, so the second arm reads the first's attempts (both turns) and the RNG state they
@@ -406,6 +422,7 @@ def test_cycle1_day_is_shared_by_the_arms_of_a_seed(tmp_path, sandbox, smoke_tas
     assert len(list((tmp_path / "warm").glob("day1-*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_and_keys_its_own_warm_start(tmp_path, sandbox, smoke_tasks) -> None:
     """bf16 autocast of the training passes (a float32 model on the CPU): a cycle runs, the
     weights move, and warm starts with and without it are cached apart."""
@@ -421,6 +438,7 @@ def test_bf16_autocast_trains_and_keys_its_own_warm_start(tmp_path, sandbox, smo
         t.close()
 
 
+@pytest.mark.slow
 def test_correction_steps_add_corrective_only_steps_to_the_night(tmp_path, sandbox, smoke_tasks) -> None:
     """correction_steps: after the PPO steps, more optimizer steps on the corrective term alone,
     each over `minibatch` failures drawn by the arm's sampler among the buffer's failures (the
@@ -446,6 +464,7 @@ def test_correction_steps_add_corrective_only_steps_to_the_night(tmp_path, sandb
     assert all(t.split == "train" for tasks in shown for t in tasks)
 
 
+@pytest.mark.slow
 def test_kl_term_is_importance_weighted_on_replayed_tokens(tmp_path, sandbox, smoke_tasks) -> None:
     """The k3 KL of a replayed episode is weighted by the (capped) ratio to its behaviour policy:
     the estimate stays that of KL(policy || reference) under off-policy samples, where the plain

@@ -232,6 +232,7 @@ def test_the_corpus_covers_every_class_and_is_large_enough() -> None:
         assert allowed <= set(OUTCOMES) and "correct" not in allowed, name
 
 
+@pytest.mark.slow
 def test_hostile_corpus_is_contained(sandbox, task, planted) -> None:
     """Programs run two at a time (the pool's size); after each pair that reached a worker, the
     task's reference runs on both workers and must still score ``correct``."""
@@ -268,6 +269,7 @@ def _rejected_by_gate(code: str) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_sql_assembled_at_run_time_never_reaches_the_server(sandbox, task) -> None:
     """The AST policy cannot see ``'ref' + 'lect'``; the worker's plan check does."""
     result = sandbox.evaluate(task, MORE["jvm_reflect_exit_runtime"][1], timeout_s=5.0)
@@ -277,6 +279,7 @@ def test_sql_assembled_at_run_time_never_reaches_the_server(sandbox, task) -> No
     assert sandbox.evaluate(task, task.reference_code).outcome == "correct"
 
 
+@pytest.mark.slow
 def test_schemas_reach_the_server_only_as_literals(sandbox, task) -> None:
     """A UDT schema folded from pieces would make the JVM construct a class; a literal schema
     (checked for UDTs) still parses JSON."""
@@ -344,6 +347,7 @@ def programs(draw, reference: str) -> str:
     return T + "    " + " ".join(body) + "\n" + RET
 
 
+@pytest.mark.slow
 def test_fuzzed_programs_keep_the_invariants(sandbox, task, planted) -> None:
     reference = task.reference_code
     seen: list[str] = []

@@ -76,6 +76,7 @@ def test_the_corpus_is_large_enough() -> None:
     assert len(HOSTILE) >= 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_program_is_contained(name: str, sandbox, task) -> None:
     code, outcomes = HOSTILE[name]
@@ -97,6 +98,7 @@ def test_hostile_program_is_contained(name: str, sandbox, task) -> None:
     assert follow_up.outcome == "correct", (name, follow_up.error)
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_workers_or_server(sandbox) -> None:
     pids = sandbox.pool.pids() + ([sandbox.server_pid] if sandbox.server_pid else [])
     assert pids
@@ -105,6 +107,7 @@ def test_no_secret_reaches_workers_or_server(sandbox) -> None:
         assert SECRET.encode() not in environ, pid
 
 
+@pytest.mark.slow
 def test_workers_share_the_servers_network_namespace_not_ours(sandbox) -> None:
     if not sandbox.endpoint.isolated:
         pytest.skip("network namespaces are unavailable on this machine (sandbox warned)")
@@ -115,6 +118,7 @@ def test_workers_share_the_servers_network_namespace_not_ours(sandbox) -> None:
         assert os.readlink(f"/proc/{pid}/ns/net") == server
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced(sandbox, task) -> None:
     before = sandbox.pool.replaced
     result = sandbox.evaluate(task, HOSTILE["swallowed_interrupt"][0], timeout_s=1.0)

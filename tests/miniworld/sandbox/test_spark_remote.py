@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts Spark, a model or a subprocess
+
 ROOT = Path(__file__).resolve().parents[3]
 TASK = "orders_enrichment.join_type.0"
 

@@ -15,6 +15,8 @@ from miniworld.suites import catalog
 from miniworld.sandbox.spark_sandbox import Result, Sandbox, SparkUnavailable
 from miniworld.sandbox.server import LocalConnectServer
 
+pytestmark = pytest.mark.slow  # starts Spark, a model or a subprocess
+
 
 @pytest.fixture(scope="module")
 def box(cache_dir):

@@ -113,6 +113,7 @@ def test_unknown_suite_name() -> None:
         catalog.load_suite("nope")
 
 
+@pytest.mark.slow
 def test_verified_smoke_tasks_reference_correct_buggy_not(sandbox, smoke_tasks) -> None:
     generated = catalog.generate(catalog.load_suite("smoke"))
     assert 0 < len(smoke_tasks) <= len(generated)
@@ -125,6 +126,7 @@ def test_verified_smoke_tasks_reference_correct_buggy_not(sandbox, smoke_tasks) 
     assert {t.split for t in smoke_tasks} == {"train", "dev", "test"}
 
 
+@pytest.mark.slow
 def test_cache_round_trip(smoke_suite, smoke_tasks) -> None:
     cached = catalog.load_cached(smoke_suite)
     assert cached is not None

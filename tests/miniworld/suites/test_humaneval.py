@@ -61,7 +61,7 @@ def verified(cache_dir):
 
 # ------------------------------------------------------------------ loading
 def test_suite_loads_164_problems_with_a_seeded_half_split(suite, tasks) -> None:
-    assert suite.task_kind == "python" and len(tasks) == 164
+    assert suite.kind.name == "python" and len(tasks) == 164
     assert list(tasks)[:2] == ["HumanEval/0", "HumanEval/1"]
     splits = [t.split for t in tasks.values()]
     assert splits.count("test") == 82 and splits.count("train") == 82
@@ -85,7 +85,7 @@ def test_checks_are_the_live_asserts_of_check(tasks) -> None:
 
 
 def test_prompt_asks_for_the_function_without_pyspark(tasks) -> None:
-    from miniworld.task import messages
+    from miniworld.kinds.registry import messages
 
     t = tasks["HumanEval/0"]
     msgs = messages(t, [("def has_close_elements(a, b):\n    return 1\n", "wrong")])
@@ -94,12 +94,14 @@ def test_prompt_asks_for_the_function_without_pyspark(tasks) -> None:
 
 
 # ------------------------------------------------------------------ canonical solutions
+@pytest.mark.slow
 def test_canonical_solutions_of_a_sample_are_correct(box, tasks) -> None:
     results = box.evaluate_many([(tasks[i], tasks[i].reference_code) for i in SAMPLE])
     for tid, r in zip(SAMPLE, results):
         assert (r.outcome, r.reward, r.checks_passed) == ("correct", 1.0, tasks[tid].checks_total), (tid, r.error)
 
 
+@pytest.mark.slow
 def test_verify_cli_keeps_all_164(verified) -> None:
     assert verified["verified"] == verified["tasks"] == 164, verified["failures"]
     assert verified["failures"] == [] and verified["discarded_unobservable"] == 0
@@ -107,6 +109,7 @@ def test_verify_cli_keeps_all_164(verified) -> None:
     print(f"humaneval verify: {verified['verified']}/164 canonical solutions correct in {verified['wall_s']:.1f}s")
 
 
+@pytest.mark.slow
 def test_answer_may_omit_prompt_helpers_or_be_a_bare_body(box, tasks) -> None:
     t = tasks["HumanEval/38"]  # decode_cyclic's test calls the prompt's encode_cyclic
     canonical = "def decode_cyclic" + t.reference_code.split("def decode_cyclic", 1)[1]
@@ -123,6 +126,7 @@ def _sig(t) -> str:
     return f"def {t.entry_point}(numbers, threshold):\n"
 
 
+@pytest.mark.slow
 def test_wrong_answer_gets_the_share_of_checks_it_passes(box, tasks) -> None:
     t = tasks["HumanEval/0"]
     r = box.evaluate(t, _sig(t) + "    return False\n")
@@ -133,12 +137,14 @@ def test_wrong_answer_gets_the_share_of_checks_it_passes(box, tasks) -> None:
     assert "checks passed" in r.feedback and "assert candidate(" in r.feedback
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tid", ["HumanEval/0", "HumanEval/12", "HumanEval/53"])
 def test_empty_body_is_never_correct(box, tasks, tid) -> None:
     r = box.evaluate(tasks[tid], humaneval.stub(tasks[tid]))
     assert r.outcome in ("wrong_result", "runtime_error") and r.reward < 1.0
 
 
+@pytest.mark.slow
 def test_failure_outcomes(box, tasks, tmp_path) -> None:
     t = tasks["HumanEval/0"]
     target = tmp_path / "written.txt"
@@ -157,6 +163,7 @@ def test_failure_outcomes(box, tasks, tmp_path) -> None:
     assert results[-1].outcome == "policy_violation" and not target.exists()
 
 
+@pytest.mark.slow
 def test_an_object_equal_to_everything_does_not_pass_the_checks(box, tasks) -> None:
     """The classic reward hack: the checks run in the candidate's process, so a return value
     whose ``__eq__`` always says True would pass every ``assert f(x) == y``."""
@@ -167,6 +174,7 @@ def test_an_object_equal_to_everything_does_not_pass_the_checks(box, tasks) -> N
     assert result.outcome == "policy_violation" and result.reward == 0.0, (result.outcome, result.error)
 
 
+@pytest.mark.slow
 def test_names_the_program_defines_do_not_reach_the_checks(box, tasks) -> None:
     """``assert abs(candidate(x) - y) < 1e-6`` must use the real ``abs``, not the program's."""
     t = tasks["HumanEval/2"]
@@ -175,6 +183,7 @@ def test_names_the_program_defines_do_not_reach_the_checks(box, tasks) -> None:
     assert result.checks_passed == 0 and result.outcome == "wrong_result", (result.outcome, result.checks_passed)
 
 
+@pytest.mark.slow
 def test_infinite_loop_times_out_and_keeps_the_checks_passed_before(box, tasks) -> None:
     t = tasks["HumanEval/0"]
     first = check_sources(t)[0]  # the first check expects True: pass it, then hang
@@ -187,6 +196,7 @@ def test_infinite_loop_times_out_and_keeps_the_checks_passed_before(box, tasks) 
     assert r.reward == pytest.approx(r.checks_passed / t.checks_total)
 
 
+@pytest.mark.slow
 def test_eval_text_is_checked_at_run_time(box, tasks) -> None:
     t = tasks["HumanEval/0"]
     sneaky = _sig(t) + "    return eval('_' + '_imp' + 'ort_' + '_(\"os\")') is None\n"
@@ -195,6 +205,7 @@ def test_eval_text_is_checked_at_run_time(box, tasks) -> None:
 
 
 # ------------------------------------------------------------------ confinement below the gate
+@pytest.mark.slow
 def test_runtime_layers_hold_when_the_gate_is_bypassed(box, tasks, tmp_path) -> None:
     """``run_raw`` skips the AST gate: the restricted builtins and module proxies still refuse."""
     t = tasks["HumanEval/0"]
@@ -205,6 +216,7 @@ def test_runtime_layers_hold_when_the_gate_is_bypassed(box, tasks, tmp_path) -> 
         assert status == "done" and message in events[-1]["error"]["message"], events
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not isolation.landlock_available(), reason="Landlock is not available here")
 def test_os_layer_confines_even_trusted_test_code(box, tasks, tmp_path) -> None:
     """The test code runs with real builtins; Landlock and the network namespace still stop it
@@ -265,6 +277,7 @@ def test_pass_at_k_per_cycle_over_eval_rows() -> None:
 
 
 # ------------------------------------------------------------------ CLI and trainer
+@pytest.mark.slow
 def test_cli_run_list_and_show(verified, tasks, tmp_path) -> None:
     t = tasks["HumanEval/0"]
     good, bad = tmp_path / "good.py", tmp_path / "bad.py"
@@ -288,17 +301,20 @@ def test_cli_run_list_and_show(verified, tasks, tmp_path) -> None:
     assert shown["verified"] is True and shown["checks_total"] == t.checks_total
 
 
+@pytest.mark.slow
 def test_trainer_runs_a_cycle_on_humaneval_without_spark(verified, tmp_path) -> None:
     from cosmocore.memory.store import Store
     from cosmocore.train.trainer import TrainConfig, Trainer
 
     cfg = TrainConfig(model="tiny", suite="humaneval", cycles=1, seed=0, store=str(tmp_path / "store"),
                       out=str(tmp_path / "out"), episodes_per_cycle=2, turns=1, max_new_tokens=16,
-                      nocturnal_steps=1, minibatch=2, tagger_epochs=1, eval_tasks=2, eval_turns=1, timeout_s=5.0)
+                      nocturnal_steps=1, minibatch=2, tagger_epochs=1, eval_tasks=2, eval_turns=1, timeout_s=5.0,
+                      practice_tasks=2)
     trainer = Trainer(cfg)
     try:
         assert isinstance(trainer.sandbox, PythonSandbox)  # no Spark server was started
-        assert len(trainer.train_tasks) == len(trainer.eval_tasks) == 82
+        assert len(trainer.train_tasks) == 82 and len(trainer.run_tasks.held_out) == 2  # of the 82 test problems
+        assert len(trainer.run_tasks.practice) == 2
         summary = trainer.train()
     finally:
         trainer.close()
@@ -308,4 +324,4 @@ def test_trainer_runs_a_cycle_on_humaneval_without_spark(verified, tmp_path) -> 
                                       for e in episodes)
     assert all(e["checks_total"] >= 1 for e in episodes)
     evals = Store.open(cfg.store).read_evaluations(columns=["cycle", "task_id"]).to_pylist()
-    assert sorted({e["cycle"] for e in evals}) == [0, 1] and len(evals) == 4
+    assert sorted({e["cycle"] for e in evals}) == [0, 1] and len(evals) == 8  # 2 practice + 2 test, per cycle

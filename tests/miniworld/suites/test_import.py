@@ -153,6 +153,7 @@ def imported(cache_dir, tmp_path_factory):
         os.environ["COSMOCORE_SUITES"] = old
 
 
+@pytest.mark.slow
 def test_import_json_and_observable_mutants_across_bug_classes(imported) -> None:
     payload, env = imported
     assert {"suite", "path", "family", "function", "inputs", "schema_sources", "keys", "ordered", "tasks", "train",
@@ -175,6 +176,7 @@ def test_import_json_and_observable_mutants_across_bug_classes(imported) -> None
     assert Path(payload["path"]).read_bytes() == before
 
 
+@pytest.mark.slow
 def test_generated_suite_scores_reference_correct_and_mutant_not(imported, sandbox) -> None:
     suite = catalog.load_suite("mine")
     tasks = catalog.load_tasks(suite)  # verified by the import: no Spark needed to load
@@ -187,6 +189,7 @@ def test_generated_suite_scores_reference_correct_and_mutant_not(imported, sandb
     assert all(r.outcome != "correct" and r.reward < 1 for r in results[2:])
 
 
+@pytest.mark.slow
 def test_a_second_function_joins_the_same_suite(imported, sandbox) -> None:
     payload, _ = imported
     analysis = importer.analyse(LATE, "late_shipments")
