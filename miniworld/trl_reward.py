@@ -2,11 +2,19 @@
 and a reward function with the signature ``GRPOTrainer(reward_funcs=...)`` calls.
 
 TRL passes each extra dataset column to reward functions as a keyword argument, so the dataset
-carries ``task_id`` and the reward function looks the task up by it.
+carries ``task_id`` and the reward function looks the task up by it. TRL 1.16 also passes
+``log_metric``: the reward logs the share of each outcome (``miniworld/outcome/<name>``) beside
+TRL's own metrics, and ``log_extra`` adds the outcome to the completions table.
+
+:func:`grpo_setup` builds all of it from a suite name and owns the sandbox's life (see docs/TRL.md).
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from miniworld.checks import OUTCOMES
 
 from miniworld.sandbox.spark_sandbox import Sandbox
 from miniworld.kinds.registry import messages
@@ -56,4 +64,40 @@ class MiniWorldReward:
         items = [(self.tasks[i], extract_code(_text(c))) for i, c in zip(task_id, completions)]
         results = self.sandbox.evaluate_many(items)
         self.last_outcomes = [r.outcome for r in results]
-        return [r.reward for r in results]
+        log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
+        if log_metric is not None and results:  # TRL >= 1.16: averaged per logging step, logged with `kl` etc.
+            for outcome in OUTCOMES:
+                log_metric(f"miniworld/outcome/{outcome}", self.last_outcomes.count(outcome) / len(results))
+        if log_extra is not None:  # one column per completion in TRL's completions table
+            log_extra("outcome", list(self.last_outcomes))
+        return [float(r.reward) for r in results]
+
+
+@dataclass
+class GRPOSetup:
+    """What ``GRPOTrainer`` needs from Mini-World: ``train_dataset=dataset``, ``reward_funcs=[reward]``."""
+
+    dataset: Any  # datasets.Dataset
+    reward: MiniWorldReward
+    tasks: list[Task]
+    sandbox: Any  # Sandbox or PythonSandbox: open until the ``with`` block ends
+
+
+@contextmanager
+def grpo_setup(suite: str = "smoke", split: str | None = "train", spark_remote: str | None = None,
+               workers: int | None = None, timeout_s: float = 30.0) -> Iterator[GRPOSetup]:
+    """Start the sandbox (Spark for PySpark suites), load the suite's verified tasks (verifying
+    once if needed) and build the dataset and reward. The reward runs code in this sandbox, so
+    call ``trainer.train()`` inside the ``with`` block; the sandbox is closed when it ends."""
+    from miniworld.suites import catalog
+
+    spec = catalog.load_suite(suite)  # an unknown suite fails before Spark starts
+    box = spec.kind.open_sandbox(spark_remote=spark_remote, workers=workers, timeout_s=timeout_s)
+    try:
+        tasks = catalog.load_tasks(spec, box)
+        dataset = task_dataset(tasks, split)
+        if len(dataset) == 0:
+            raise ValueError(f"suite {suite!r} has no verified task in split {split!r}")
+        yield GRPOSetup(dataset, MiniWorldReward(box, tasks), tasks, box)
+    finally:
+        box.close()

@@ -61,12 +61,14 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
 ) -> None:
     """Rows, bins (dream/prune/main), priority quantiles and table versions of a store."""
-    try:
-        st = Store.open(store, create=False)
-    except StoreError as exc:
-        typer.echo(f"error: --store {exc}", err=True)
-        raise typer.Exit(2) from None
-    out = buffer_stats(st)
+    from cosmocore.cli.errors import BadInput, errors
+
+    with errors(as_json):
+        try:
+            st = Store.open(store, create=False)
+        except StoreError as exc:
+            raise BadInput(f"--store {exc}", input=store) from None
+        out = buffer_stats(st)
     if as_json:
         sys.stdout.write(json.dumps(out) + "\n")
         return

@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cosmocore.cli.buffer_cli import buffer_app
+from cosmocore.cli.errors import BadInput, emit as _emit, errors as _errors, line as _line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="CosmoCore Mini-World: PySpark bug tasks and affective replay.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Browse and verify Mini-World task suites.")
@@ -26,48 +26,6 @@ app.add_typer(buffer_app, name="buffer", help="Inspect the replay buffer of a st
 
 err = Console(stderr=True)
 SPARK_REMOTE_HELP = "Spark Connect server to run candidates on (sc://host:port); default: a local one"
-
-
-class BadInput(Exception):
-    """Raised for user errors: printed as one line, exit status 2."""
-
-
-def _emit(payload: dict) -> None:
-    sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def _line(text: str) -> None:
-    """One unwrapped line on stderr (rich would wrap it at the terminal width)."""
-    sys.stderr.write(" ".join(str(text).split()) + "\n")
-    sys.stderr.flush()
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Map exceptions to the exit-status contract."""
-    from miniworld.suites.catalog import SuiteError
-    from miniworld.sandbox.spark_sandbox import SparkUnavailable
-    from miniworld.sandbox.server import SparkStartError
-
-    try:
-        yield
-    except (BadInput, SuiteError, SparkStartError) as exc:
-        _line(f"error: {exc}")
-        raise typer.Exit(2)
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130)
-    except SparkUnavailable as exc:  # not our bug and not bad input: the engine went away
-        _line(f"error: Spark is unavailable ({exc}); nothing unscored was stored: once Spark is back, "
-              "continue a train or bench run with --resume")
-        raise typer.Exit(1)
-    except Exception as exc:  # noqa: BLE001 - anything else is our bug: say so, exit 1
-        logging.getLogger("cosmocore").debug("internal error", exc_info=True)
-        _line(f"internal error: {type(exc).__name__}: {exc}")
-        raise typer.Exit(1)
 
 
 def _progress() -> Progress:
@@ -90,6 +48,20 @@ def _sandbox(spark_remote: Optional[str], timeout_s: float = 30.0, kind=None):
     for warning in box.warnings:
         err.print(f"warning: {warning}", markup=False)
     return box
+
+
+def _check_remote(spark_remote: Optional[str]) -> None:
+    """Refuse a malformed or dead ``--spark-remote`` now, before anything is written."""
+    if spark_remote is None:
+        return
+    if not spark_remote.startswith("sc://"):
+        raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}", input=spark_remote)
+    from miniworld.sandbox.server import probe
+
+    try:
+        probe(spark_remote)
+    except Exception as exc:  # SparkStartError: say which input
+        raise BadInput(str(exc), input=spark_remote) from None
 
 
 def _verified_tasks(suite_name: str, spark_remote: Optional[str], box=None):
@@ -132,23 +104,29 @@ def _find_task(task_id: str, suite_name: Optional[str]):
         if task is not None:
             return suite, task
     where = f"suite {suite_name!r}" if suite_name else "any suite"
-    raise BadInput(f"unknown task {task_id!r} (not in {where}; see `cosmocore tasks list`)")
+    raise BadInput(f"unknown task {task_id!r} (not in {where}; see `cosmocore tasks list`)", input=task_id)
 
 
 @tasks_app.command("list")
 def tasks_list(
     suite: str = typer.Option("standard", help="suite name (tasks/NAME.yaml) or path to a suite YAML"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    wide: bool = typer.Option(False, "--wide", help="plain tab-separated lines, nothing cut (the default when "
+                              "stdout is not a terminal)"),
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
     """List the verified tasks of a suite."""
-    with _errors():
+    with _errors(json_out):
         s, tasks = _verified_tasks(suite, spark_remote)
         if json_out:
             _emit({"suite": s.name, "tasks": [t.summary() for t in tasks]})
             return
+        if wide or not sys.stdout.isatty():  # for scripts and pipes: one line a task, ids whole
+            sys.stdout.write("".join(f"{t.id}\t{t.family}\t{t.bug_class}\t{t.split}\n" for t in tasks))
+            return
         table = Table(title=f"suite {s.name}: {len(tasks)} tasks")
-        for col in ("id", "family", "bug_class", "split"):
+        table.add_column("id", no_wrap=True)  # an id is copied into --task: never cut or folded
+        for col in ("family", "bug_class", "split"):
             table.add_column(col)
         for t in tasks:
             table.add_row(t.id, t.family, t.bug_class, t.split)
@@ -162,7 +140,7 @@ def tasks_show(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Show one task: spec, inputs, buggy and reference code."""
-    with _errors():
+    with _errors(json_out):
         from miniworld.suites import catalog
 
         s, task = _find_task(task_id, suite)
@@ -172,15 +150,15 @@ def tasks_show(
         if json_out:
             _emit(payload)
             return
-        out = Console()
+        out = Console(soft_wrap=True)  # code verbatim: a long line is not re-wrapped into broken indentation
         out.rule(f"{task.id}  [{task.split}]")
-        out.print(task.spec, markup=False)
+        out.print(task.spec, markup=False, highlight=False)
         for name, ddl in task.inputs.items():
-            out.print(f"  {name}: {ddl}", markup=False)
+            out.print(f"  {name}: {ddl}", markup=False, highlight=False)
         out.rule("buggy code")
-        out.print(task.buggy_code, markup=False)
+        out.print(task.buggy_code, markup=False, highlight=False)
         out.rule("reference code")
-        out.print(task.reference_code, markup=False)
+        out.print(task.reference_code, markup=False, highlight=False)
 
 
 @tasks_app.command("verify")
@@ -190,7 +168,7 @@ def tasks_verify(
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
     """Run every reference and mutant on Spark; keep observable tasks; cache the result."""
-    with _errors():
+    with _errors(json_out):
         from miniworld.suites import catalog
 
         s = catalog.load_suite(suite)
@@ -224,7 +202,7 @@ def tasks_import(
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
     """Turn your own DataFrame function into tasks: inject bugs, keep the observable ones, write a suite."""
-    with _errors():
+    with _errors(json_out):
         from miniworld.suites import importer, user_suites
 
         samples = {}
@@ -233,8 +211,11 @@ def tasks_import(
             if not sep or not arg or not path:
                 raise BadInput(f"--sample {item!r}: expected ARG=FILE")
             samples[arg.strip()] = Path(path)
-        analysis = importer.analyse(file, function, samples)
-        family = importer.build_family(analysis, f"{file.name}:{analysis.function}")
+        try:
+            analysis = importer.analyse(file, function, samples)
+            family = importer.build_family(analysis, f"{file.name}:{analysis.function}")
+        except importer.PipelineImportError as exc:
+            raise BadInput(str(exc), input=str(file)) from None
         user_suites.check_target(suite, family.FAMILY, force)  # before Spark starts
         with _sandbox(spark_remote) as box, _progress() as bar:
             job = bar.add_task(f"verifying mutants of {analysis.function}", total=None)
@@ -255,22 +236,37 @@ def tasks_import(
 
 @app.command("run")
 def run(
-    file: Path = typer.Argument(..., help="Python file defining transform(...)"),
+    file: Path = typer.Argument(..., help="Python file: your pipeline as written (its __main__ block, SparkSession "
+                                "builder and unused helpers are not run), or a bare transform(...)"),
     task: str = typer.Option(..., "--task", help="task id"),
+    function: Optional[str] = typer.Option(None, help="the function to run as the task's transform (default: "
+                                           "transform, else the file's one DataFrame function)"),
     suite: Optional[str] = typer.Option(None, help="suite the task belongs to (default: search all)"),
     timeout: float = typer.Option(30.0, help="wall-clock limit for the candidate, seconds"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
     """Run a candidate program on a task and score it (a failing candidate is not an error)."""
-    with _errors():
+    with _errors(json_out):
         if timeout <= 0:
             raise BadInput(f"--timeout must be positive, got {timeout}")
         try:
             code = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"cannot read candidate file {str(file)!r}: {exc.strerror if isinstance(exc, OSError) else exc}")
+            raise BadInput(f"cannot read candidate file {str(file)!r}: "
+                           f"{exc.strerror if isinstance(exc, OSError) else exc}", input=str(file))
         s, found = _find_task(task, suite)
+        if s.kind.name == "pyspark":  # a user's script as written: only its transformation runs
+            from miniworld.sandbox.userfile import UserFileError, prepare
+
+            try:
+                prepared = prepare(code, function)
+            except UserFileError as exc:
+                raise BadInput(f"{file}: {exc}", input=str(file)) from None
+            if prepared.stripped or prepared.function != "transform":
+                err.print(f"running {prepared.function}() from {file}; not run: the script around it "
+                          f"(statements at lines {', '.join(map(str, prepared.stripped)) or '-'})", markup=False)
+            code = prepared.code
         with _sandbox(spark_remote, timeout, kind=s.kind) as box:
             _, tasks = _verified_tasks(s.source, spark_remote, box)
             verified = next((t for t in tasks if t.id == found.id), None)
@@ -302,7 +298,7 @@ def solve(
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
     """Let a model try a task with self-correction turns; show each attempt and its outcome."""
-    with _errors():
+    with _errors(json_out):
         from cosmocore.model.policy import Policy, PolicyError
         from miniworld.kinds.registry import messages
 
@@ -369,13 +365,14 @@ def train(
     spark_remote: Optional[str] = typer.Option(None, help=SPARK_REMOTE_HELP),
 ) -> None:
     """Train a policy: day phase (rollouts), nocturnal phase (replay + PPO), evaluation."""
-    with _errors():
+    with _errors(json_out):
         from cosmocore.model.policy import PolicyError
         from cosmocore.memory.store import StoreError
         from cosmocore.train.trainer import Trainer, TrainConfig, cycle_line
+        from miniworld.suites import catalog
 
-        if spark_remote is not None and not spark_remote.startswith("sc://"):
-            raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+        catalog.load_suite(suite)  # an unknown suite is refused before a store or run folder exists
+        _check_remote(spark_remote)  # a dead server is refused before a store or run folder exists
         try:
             cfg = TrainConfig(model=model, arm=arm, suite=suite, cycles=cycles, seed=seed, store=store, out=out,
                               episodes_per_cycle=episodes_per_cycle, turns=turns, max_new_tokens=max_new_tokens,
@@ -464,14 +461,13 @@ def bench(
     """Train every (arm, seed) of a profile, then write the bug-recurrence report."""
     import os
 
-    with _errors():
+    with _errors(json_out):
         from cosmocore.bench import bench as b
         from cosmocore.model.policy import PolicyError
         from cosmocore.memory.store import StoreError
         from cosmocore.train.trainer import cycle_line
 
-        if spark_remote is not None and not spark_remote.startswith("sc://"):
-            raise BadInput(f"--spark-remote must look like sc://host:port, got {spark_remote!r}")
+        _check_remote(spark_remote)  # a dead server is refused before a store or run folder exists
         use_mlflow = mlflow or bool(os.environ.get("MLFLOW_TRACKING_URI"))
         if use_mlflow:
             _mlflow_module()  # fail now, not after an hour of training
@@ -495,6 +491,9 @@ def bench(
                 if plan:
                     _show_plan(cfg, b.default_jobs(profile) if jobs is None else jobs, json_out)
                     return
+                from miniworld.suites import catalog
+
+                catalog.load_suite(cfg.suite)  # an unknown suite is refused before the run folder exists
                 run_dir = out or Path("runs") / f"bench-{cfg.bench_id}"
                 b.create(cfg, run_dir)
             err.print(f"bench {cfg.bench_id}: {cfg.model} on {cfg.suite}, arms {','.join(cfg.arms)}, "
@@ -556,7 +555,7 @@ def report(
     json_out: bool = typer.Option(False, "--json", help="print report.json on stdout"),
 ) -> None:
     """(Re)write a bench's report.json, report.md, report.html and plots from its store."""
-    with _errors():
+    with _errors(json_out):
         from cosmocore.bench import bench as b
 
         try:
@@ -594,7 +593,20 @@ def _write_report(run_dir: Path, use_mlflow: bool, json_out: bool) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    try:  # with --json, a usage error (bad option value, missing argument) is a JSON error too
+        status = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # typer's (vendored click's) ClickException and UsageError
+        code = int(getattr(exc, "exit_code", 2))
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        _line(f"error: {message}")
+        _emit({"error": message, "input": " ".join(sys.argv[1:]), "exit_status": code})
+        sys.exit(code)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

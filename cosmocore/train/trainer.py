@@ -173,12 +173,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = random.Random(cfg.seed)
         self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.store = Store.open(cfg.store)
         suite = catalog.load_suite(cfg.suite)  # bad input fails before the model and Spark load
         self.policy = Policy.load(cfg.model, device=cfg.device, lora=cfg.lora, seed=cfg.seed,
                                   temperature=cfg.temperature)
         self.policy.use_engine(cfg.engine)
+        self.store = Store.open(cfg.store)  # after the checks above: a refused run leaves no store
+        self.out.mkdir(parents=True, exist_ok=True)
         self.device = self.policy.device
         if cfg.train_layers:
             self.policy.train_top_layers(cfg.train_layers, cache_mb=cfg.frozen_cache_mb)

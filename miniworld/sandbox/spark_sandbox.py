@@ -76,6 +76,11 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __deepcopy__(self, memo: dict) -> Sandbox:
+        """A running service (server, workers) is shared, not copied: Gymnasium's
+        ``env.spec.make()`` deep-copies the keyword arguments that built an env."""
+        return self
+
     def close(self) -> None:
         if getattr(self, "pool", None) is not None:
             self.pool.close()

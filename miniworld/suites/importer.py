@@ -72,7 +72,7 @@ def analyse(path: Path, function: str | None = None, samples: dict[str, Path] | 
     _check_policy(ast.get_source_segment(text, func) or ast.unparse(func), func.lineno, where)
     reference = _rewrite(func, aliases, {**constants, **defaults}, params)
     _check_policy(reference, func.lineno, where)  # the rewrite adds no reach; checked all the same
-    _check_free_names(reference, where)
+    _check_free_names(func, set(aliases) | set(constants) | set(defaults), where)
     ref_func = ast.parse(reference).body[0]
     hints = code_hints.data_hints(ref_func, inputs)
     hints.samples = sample_rows
@@ -175,11 +175,41 @@ def _module_names(tree: ast.Module) -> tuple[dict[str, ast.expr], dict[str, ast.
                 elif a.name == "Window" and node.module in ("pyspark.sql", "pyspark.sql.window"):
                     aliases[bound] = ast.Name("Window", ast.Load())
         elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if _is_literal(node.value):
-                constants[node.targets[0].id] = node.value
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and _is_literal(node.value):
-            constants[node.target.id] = node.value
+            if (value := _constant(node.value)) is not None:
+                constants[node.targets[0].id] = value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
+                (value := _constant(node.value)) is not None:
+            constants[node.target.id] = value
     return aliases, constants
+
+
+_ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
+
+
+def _constant(node: ast.expr | None) -> ast.expr | None:
+    """A literal, or arithmetic over numeric literals folded to one (``SESSION_GAP = 30 * 60``).
+    Hand-written: ``ast.literal_eval`` refuses ``30 * 60``, and evaluating the user's module is
+    what the importer never does. Powers are left out (``10 ** 10 ** 10`` would not finish)."""
+    if _is_literal(node):
+        return node
+    def fold(n: ast.expr) -> int | float:
+        if isinstance(n, ast.Constant) and type(n.value) in (int, float):
+            return n.value
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
+            return -fold(n.operand) if isinstance(n.op, ast.USub) else fold(n.operand)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, _ARITHMETIC):
+            left, right = fold(n.left), fold(n.right)
+            ops = {ast.Add: lambda: left + right, ast.Sub: lambda: left - right, ast.Mult: lambda: left * right,
+                   ast.Div: lambda: left / right, ast.FloorDiv: lambda: left // right, ast.Mod: lambda: left % right}
+            value = ops[type(n.op)]()
+            if abs(value) > 1e18:
+                raise ValueError("too large")
+            return value
+        raise ValueError("not arithmetic over literals")
+    try:
+        return ast.copy_location(ast.Constant(fold(node)), node) if node is not None else None
+    except (ValueError, ZeroDivisionError, TypeError):
+        return None
 
 
 def _is_literal(node: ast.expr | None) -> bool:
@@ -379,19 +409,23 @@ def _check_policy(source: str, first_line: int, where: str) -> None:
 _SANDBOX_NAMES = {"F", "T", "Window", "DataFrame", "spark"}
 
 
-def _check_free_names(reference: str, where: str) -> None:
-    """Every name the function reads must exist in the sandbox (no module-level helpers)."""
-    func = ast.parse(reference).body[0]
+def _check_free_names(func: ast.FunctionDef, substituted: set[str], where: str) -> None:
+    """Every name the function reads must exist in the sandbox (no module-level helpers) or be
+    substituted by the rewrite (pyspark aliases, constants). Checked on the function as parsed
+    from the file, so the line named is the file's own."""
     bound = {a.arg for a in ast.walk(func) if isinstance(a, ast.arg)}
     bound |= {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
     bound |= {n.name for n in ast.walk(func) if isinstance(n, (ast.FunctionDef, ast.Lambda)) and hasattr(n, "name")}
     bound |= {(a.asname or a.name).split(".")[0] for n in ast.walk(func) if isinstance(n, (ast.Import, ast.ImportFrom))
               for a in n.names}
-    allowed = bound | _SANDBOX_NAMES | (set(dir(builtins)) - gate.BLOCKED_NAMES)
-    for n in ast.walk(func):
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in allowed:
+    allowed = bound | substituted | _SANDBOX_NAMES | (set(dir(builtins)) - gate.BLOCKED_NAMES)
+    annotations = {id(n) for a in ast.walk(func) if isinstance(a, ast.arg) and a.annotation is not None
+                   for n in ast.walk(a.annotation)}
+    annotations |= {id(n) for n in ast.walk(func.returns)} if func.returns is not None else set()
+    for n in ast.walk(func):  # annotations are dropped by the rewrite: they may name anything
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in allowed and id(n) not in annotations:
             raise PipelineImportError(f"{where} uses {n.id!r}, defined outside the function (line "
-                                      f"{n.lineno + func.lineno - 1}); the sandbox runs the function alone: "
+                                      f"{n.lineno}); the sandbox runs the function alone: "
                                       "move it inside the function or make it a literal constant")
 
 

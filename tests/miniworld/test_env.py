@@ -1,9 +1,15 @@
-"""The Gymnasium-style environment and the TRL adapter, on the session's real Spark sandbox."""
+"""The Gymnasium environment and the TRL adapter, on the session's real Spark sandbox."""
 from __future__ import annotations
 
-import pytest
+import warnings
 
-from miniworld.env import MiniWorldEnv
+import gymnasium
+import pytest
+from gymnasium.utils.env_checker import check_env
+from gymnasium.wrappers import RecordEpisodeStatistics, TimeLimit
+
+import miniworld
+from miniworld.env import ENV_ID, MiniWorldEnv
 from miniworld.extract import extract_code
 from miniworld.trl_reward import MiniWorldReward, task_dataset
 
@@ -15,12 +21,12 @@ def env(sandbox, smoke_tasks):
 
 @pytest.mark.slow
 def test_reset_is_seeded(env) -> None:
-    a = [env.reset(seed=11)[0]["task_id"] for _ in range(1)] + [env.reset()[0]["task_id"] for _ in range(4)]
-    b = [env.reset(seed=11)[0]["task_id"] for _ in range(1)] + [env.reset()[0]["task_id"] for _ in range(4)]
-    assert a == b
+    a = [env.reset(seed=11)[0]["task_id"]] + [env.reset()[0]["task_id"] for _ in range(4)]
+    b = [env.reset(seed=11)[0]["task_id"]] + [env.reset()[0]["task_id"] for _ in range(4)]
+    assert a == b and len(set(a)) > 1
     obs, info = env.reset(seed=11)
-    assert obs["turn"] == 0 and "## Spec" in obs["prompt"] and obs["messages"][0]["role"] == "system"
-    assert info["split"] == "train"
+    assert obs["turn"] == 0 and "## Spec" in obs["prompt"] and info["messages"][0]["role"] == "system"
+    assert info["split"] == "train" and obs in env.observation_space
 
 
 @pytest.mark.slow
@@ -33,7 +39,7 @@ def test_two_turn_self_correction(env, smoke_tasks) -> None:
     assert "Your attempt 1" in obs["prompt"] and info["feedback"] in obs["prompt"]
     obs, reward, terminated, truncated, info = env.step(task.reference_code)
     assert info["outcome"] == "correct" and reward == 1.0 and terminated and not truncated
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"call reset\(\)"):
         env.step(task.reference_code)
 
 
@@ -53,18 +59,53 @@ def test_step_many_runs_a_batch(env, smoke_tasks) -> None:
     assert [o["task_id"] for o in obs] == [t.id for t in train]
     out = env.step_many([t.reference_code for t in train])
     assert [o[4]["outcome"] for o in out] == ["correct"] * len(train)
-    with pytest.raises(ValueError):
-        env.reset_many(2)
+    env.reset_many(2)
+    with pytest.raises(ValueError, match="expected 2 actions"):
         env.step_many(["x"])
+    with pytest.raises(RuntimeError, match="step_many"):
+        env.step("x")
 
 
 @pytest.mark.slow
 def test_unknown_task_and_empty_split(sandbox, smoke_tasks) -> None:
     env = MiniWorldEnv(smoke_tasks, sandbox)
+    with pytest.raises(RuntimeError, match=r"call reset\(\)"):
+        env.step("x")
     with pytest.raises(KeyError, match="unknown task"):
         env.reset(options={"task_id": "nope"})
     with pytest.raises(ValueError, match="no tasks in split"):
         MiniWorldEnv(smoke_tasks, sandbox, split="holdout")
+
+
+def _check_env_quietly(env: gymnasium.Env) -> None:
+    """Gymnasium's checker, with every warning it raises turned into a failure (no skipped check)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env)
+
+
+@pytest.mark.slow
+def test_gymnasium_make_passes_check_env(sandbox, smoke_tasks) -> None:
+    made = gymnasium.make(ENV_ID, suite="smoke", sandbox=sandbox, render_mode="ansi")
+    assert isinstance(made.unwrapped, MiniWorldEnv) and made.unwrapped.sandbox is sandbox
+    _check_env_quietly(made.unwrapped)
+    obs, _ = made.reset(seed=0)
+    assert "## Spec" in made.render()
+    made.close()
+    assert sandbox.pool is not None, "closing an env must not close a sandbox it was given"
+
+
+@pytest.mark.slow
+def test_miniworld_make_passes_check_env_and_wrappers_work(sandbox, smoke_tasks) -> None:
+    env = miniworld.make(suite="smoke", sandbox=sandbox, render_mode="ansi")
+    _check_env_quietly(env)
+    wrapped = RecordEpisodeStatistics(TimeLimit(env, max_episode_steps=1))
+    obs, _ = wrapped.reset(seed=5)
+    _, reward, terminated, truncated, info = wrapped.step("still not python (")
+    assert info["outcome"] == "syntax_error" and truncated and not terminated
+    assert info["episode"]["l"] == 1 and info["episode"]["r"] == reward == 0.0
+    assert "syntax_error" in env.render()
+    env.close()
 
 
 @pytest.mark.slow
@@ -77,9 +118,13 @@ def test_trl_reward_function_and_dataset(sandbox, smoke_tasks) -> None:
     by_id = {t.id: t for t in smoke_tasks}
     completions = [[{"role": "assistant", "content": f"```python\n{by_id[i].reference_code}```"}] for i in rows["task_id"]]
     completions[1] = [{"role": "assistant", "content": f"```python\n{by_id[rows['task_id'][1]].buggy_code}```"}]
-    scores = reward(prompts=rows["prompt"], completions=completions, task_id=rows["task_id"])
+    metrics: dict[str, float] = {}
+    extra: dict[str, list] = {}
+    scores = reward(prompts=rows["prompt"], completions=completions, task_id=rows["task_id"],
+                    log_metric=metrics.__setitem__, log_extra=extra.__setitem__)  # as TRL 1.16 passes them
     assert scores[0] == 1.0 and 0.0 <= scores[1] < 1.0
-    assert reward.last_outcomes[0] == "correct"
+    assert reward.last_outcomes[0] == "correct" and extra["outcome"] == reward.last_outcomes
+    assert metrics["miniworld/outcome/correct"] == 0.5 and sum(metrics.values()) == 1.0
 
 
 def test_extract_code_prefers_the_block_defining_transform() -> None:

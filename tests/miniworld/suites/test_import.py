@@ -118,9 +118,10 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, monkeypatch) -> None:
     path.write_text(source)
     result = CliRunner().invoke(app, ["tasks", "import", str(path), "--suite", "x", "--json", *extra])
     assert result.exit_code == 2, (case, result.output, result.stderr)
-    assert result.stdout == ""
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (case, result.stderr)
+    error = json.loads(result.stdout)  # --json: the error as one object on stdout too
+    assert error["error"] in lines[0] and error["input"] == str(path) and error["exit_status"] == 2
     assert not (tmp_path / "suites").exists()  # nothing written
 
 
@@ -200,3 +201,16 @@ def test_a_second_function_joins_the_same_suite(imported, sandbox) -> None:
     tasks = catalog.load_tasks(catalog.load_suite("mine"))  # both families, still from the cache
     assert len(tasks) == payload["tasks"] + out["tasks"]
     assert {t.family for t in tasks} == {"segment_revenue", "late_shipments"}
+
+
+def test_constant_arithmetic_is_folded_and_outside_names_get_their_true_line(tmp_path) -> None:
+    from miniworld.suites import importer
+
+    path = tmp_path / "gap.py"
+    path.write_text('"""A module docstring\nover two lines."""\nGAP = 30 * 60\n\n\n'
+                    'def gaps(events: \'Annotated[DataFrame, "ts LONG"]\'):\n'
+                    '    """Rows after a long gap."""\n    return events.filter(F.col("ts") > GAP)\n')
+    assert "1800" in importer.analyse(path).reference
+    path.write_text(path.read_text().replace("GAP = 30 * 60", "GAP = compute()"))
+    with pytest.raises(importer.PipelineImportError, match=r"uses 'GAP', defined outside the function \(line 8\)"):
+        importer.analyse(path)
