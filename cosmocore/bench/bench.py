@@ -249,13 +249,12 @@ def run_one(cfg: BenchConfig, run: dict, run_dir: Path, progress: Progress, sand
     """Train one (arm, seed) to the cycle budget (resuming its checkpoint) and write its summary."""
     from cosmocore.train.trainer import Trainer
     from miniworld.suites import catalog
-    from miniworld.sandbox.python_sandbox import open_sandbox
 
     key = f"{run['arm']}-s{run['seed']}"
     tcfg = train_config(cfg, run, run_dir, spark_remote)
     own = sandbox is None
     if own:
-        sandbox = open_sandbox(catalog.load_suite(cfg.suite).task_kind, spark_remote=spark_remote, endpoint=endpoint,
+        sandbox = catalog.load_suite(cfg.suite).kind.open_sandbox(spark_remote=spark_remote, endpoint=endpoint,
                                workers=tcfg.workers, timeout_s=tcfg.timeout_s)
     started = time.monotonic()
     try:
@@ -329,7 +328,6 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, jobs: int | N
     each computes its own seed's warm start, and the later arms load them (a job that does reach
     a seed being warmed up waits on the cache's lock instead of computing it twice)."""
     from miniworld.suites import catalog
-    from miniworld.sandbox.python_sandbox import open_sandbox
     from miniworld.sandbox.server import LocalConnectServer
 
     jobs = default_jobs(cfg.profile) if jobs is None else jobs
@@ -344,15 +342,15 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, jobs: int | N
         return []
     suite = catalog.load_suite(cfg.suite)  # bad suite: fail before any server starts
     if jobs == 1 or len(todo) == 1:
-        with open_sandbox(suite.task_kind, spark_remote=spark_remote) as box:
+        with suite.kind.open_sandbox(spark_remote=spark_remote) as box:
             catalog.load_tasks(suite, box)  # verify once (cached) before the runs
             for run in todo:
                 run_one(cfg, run, run_dir, progress, sandbox=box, spark_remote=spark_remote, on_record=on_record)
         return [f"{r['arm']}-s{r['seed']}" for r in todo]
-    server = None if spark_remote or suite.task_kind == "python" else LocalConnectServer()
+    server = None if spark_remote or not suite.kind.needs_spark else LocalConnectServer()
     endpoint = server.start() if server else None
     try:
-        with open_sandbox(suite.task_kind, spark_remote=spark_remote, endpoint=endpoint, workers=1) as box:
+        with suite.kind.open_sandbox(spark_remote=spark_remote, endpoint=endpoint, workers=1) as box:
             catalog.load_tasks(suite, box)  # verify once so the jobs do not race to do it
         ctx = mp.get_context("spawn")  # never fork after torch/deltalake/JVM threads started
         with ctx.Manager() as manager:
