@@ -255,7 +255,7 @@ def run_one(cfg: BenchConfig, run: dict, run_dir: Path, progress: Progress, sand
     own = sandbox is None
     if own:
         sandbox = catalog.load_suite(cfg.suite).kind.open_sandbox(spark_remote=spark_remote, endpoint=endpoint,
-                               workers=tcfg.workers, timeout_s=tcfg.timeout_s)
+                                                                  workers=tcfg.workers, timeout_s=tcfg.timeout_s)
     started = time.monotonic()
     try:
         trainer = Trainer(tcfg, lambda phase, done, total: progress(key, phase, done, total), sandbox=sandbox)
