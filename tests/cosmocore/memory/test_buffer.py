@@ -379,7 +379,8 @@ def test_buffer_stats_cli_bad_store_exits_2(tmp_path: Path) -> None:
     bad.mkdir()
     result = CliRunner().invoke(buffer_app, ["stats", "--store", str(bad), "--json"])
     assert result.exit_code == 2
-    assert result.stdout == ""
+    error = json.loads(result.stdout)  # with --json the error is also one JSON object on stdout
+    assert error["input"] == str(bad) and error["exit_status"] == 2 and "not a CosmoCore store" in error["error"]
     assert str(bad) in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
