@@ -54,6 +54,15 @@ class Profile:
     jobs: int = 1  # parallel (arm, seed) processes unless --jobs says otherwise
 
 
+# The quick and verdict profiles' trainer settings (chosen on dev): the CPU recipe described at "quick".
+_CPU_TRAIN: dict[str, Any] = {
+    "warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 3e-4, "practice_tasks": 12,
+    "episodes_per_cycle": 12, "turns": 1, "minibatch": 4, "nocturnal_steps": 2, "correction_steps": 3,
+    "rehearsal_pairs": 3, "max_new_tokens": 176, "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0,
+    "bf16_autocast": None,
+    "engine": "torch",  # hf's greedy tokens; speed-up on a CPU not yet settled (docs/ENGINES.md)
+}
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "tiny", "smoke", ("uniform", "cosmocore"), 2, 2,
@@ -68,22 +77,14 @@ PROFILES: dict[str, Profile] = {
         # of 2 PPO steps plus 3 corrective-only steps over 4 replayed failures each, fix tokens
         # weighted 5x, 3 warm-start pairs rehearsed per step; the 12 practice tasks scored every
         # cycle, the 30 test tasks before training and after the last cycle. lr chosen on dev.
-        {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 3e-4,
-         "practice_tasks": 12, "episodes_per_cycle": 12, "turns": 1, "minibatch": 4, "nocturnal_steps": 2,
-         "correction_steps": 3, "rehearsal_pairs": 3, "max_new_tokens": 176, "eval_turns": 1,
-         "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None,
-         "engine": "torch"},  # hf's greedy tokens; speed-up on a CPU not yet settled (docs/ENGINES.md)
+        _CPU_TRAIN,
         "the default model on the CPU, 2 arms x 3 seeds x 3 cycles in 2 parallel jobs (goal: under 20 "
         "minutes on a 2-core laptop)", jobs=2),
     "verdict": Profile(
         "smollm2-135m", "verdict", ("uniform", "cosmocore", "cocos"), 5, 4,
         # the quick profile's settings (chosen on dev) on a larger test split (>= 48 tasks), more
         # seeds, one more cycle, and the COCOS baseline
-        {"warmup_sft": 10, "sft_batch": 4, "sft_lr": 3e-4, "train_layers": 8, "lr": 3e-4,
-         "practice_tasks": 12, "episodes_per_cycle": 12, "turns": 1, "minibatch": 4, "nocturnal_steps": 2,
-         "correction_steps": 3, "rehearsal_pairs": 3, "max_new_tokens": 176, "eval_turns": 1,
-         "correction_coef": 1.0, "fix_weight": 5.0, "bf16_autocast": None,
-         "engine": "torch"},  # hf's greedy tokens; speed-up on a CPU not yet settled (docs/ENGINES.md)
+        _CPU_TRAIN,
         "3 arms x 5 seeds x 4 cycles on the verdict suite's >= 48 test tasks, 2 parallel jobs (goal: under "
         "2 hours on 2 cores)", jobs=2),
     "paper": Profile(

@@ -9,12 +9,15 @@ log-probs of the PyTorch policy (the PPO ratio's denominator): see docs/ENGINES.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from cosmocore.model.policy import Policy
+from typing import Any, Protocol
 
 ENGINES = ("hf", "torch", "vllm")
+
+
+class PolicyError(ValueError):
+    """Bad input for the policy (unknown model, unusable device, an engine it cannot use): one
+    line, naming the input. Here, beside the engines, so they raise it without importing the policy."""
+
 FASTEST_CPU_ENGINE = "torch"
 
 
@@ -33,6 +36,23 @@ class Generation:
     prompt_state: list[float] | None = None
 
 
+class Policy(Protocol):
+    """What an engine reads from the policy it generates for (``cosmocore.model.policy.Policy``):
+    named here, so engines depend on this interface and not on the policy module."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    device: Any
+    temperature: float
+    seed: int
+    is_lora: bool
+    frozen_prefix: Any
+    eos_token_ids: list[int]
+
+    def sequence_logprobs(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
 class Engine(Protocol):
     """Generates for a policy; ``sync`` is called after the policy's weights changed."""
 
@@ -49,19 +69,3 @@ def check_engine(name: str) -> str:
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r} (use {', '.join(ENGINES)})")
     return name
-
-
-def make_engine(name: str, policy: Policy) -> Engine:
-    """The engine called ``name`` for ``policy`` (imports only what that engine needs)."""
-    check_engine(name)
-    if name == "hf":
-        from cosmocore.model.hf_engine import HFEngine
-
-        return HFEngine()
-    if name == "torch":
-        from cosmocore.model.torch_engine import TorchEngine
-
-        return TorchEngine()
-    from cosmocore.model.vllm_engine import VLLMEngine
-
-    return VLLMEngine(policy)

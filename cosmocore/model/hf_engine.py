@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import GenerationConfig, StoppingCriteriaList
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from cosmocore.model.batching import left_pad, masked_mean, positions
-from cosmocore.model.generation import Generation
+from cosmocore.model.generation import Generation, Policy
 from cosmocore.model.stops import CodeBlockStoppingCriteria, stop_length
 from miniworld.extract import extract_code
 
-if TYPE_CHECKING:
-    from cosmocore.model.policy import Policy
 
 
 def generation_config(policy: Policy, max_new_tokens: int, greedy: bool) -> GenerationConfig:

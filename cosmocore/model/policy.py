@@ -55,7 +55,8 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 from cosmocore.model import frozen_prefix
 from cosmocore.model.batching import left_pad, masked_mean, positions
 from cosmocore.model.frozen_prefix import FrozenPrefix
-from cosmocore.model.generation import Generation, make_engine
+from cosmocore.model.engines import make_engine
+from cosmocore.model.generation import Generation, PolicyError  # noqa: F401 - PolicyError re-exported
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny"
@@ -66,10 +67,6 @@ _LORA_AUTO_THRESHOLD = 1_000_000_000
 _LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _CHECKPOINT_FORMAT = 1
 _METADATA_FILE = "cosmocore_policy.json"
-
-
-class PolicyError(ValueError):
-    """Bad input for the policy (unknown model, unusable device): one line, naming the input."""
 
 
 # --------------------------------------------------------------------------------------------

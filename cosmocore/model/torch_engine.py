@@ -24,20 +24,17 @@ and values come from ``FrozenPrefix.prompt_cache`` instead of the shared-prefix 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from cosmocore.model.batching import left_pad, positions
-from cosmocore.model.generation import Generation
+from cosmocore.model.generation import Generation, Policy
 from cosmocore.model.prompt_lookup import draft
 from cosmocore.model.stops import CodeBlockStop
 from miniworld.extract import extract_code
 
-if TYPE_CHECKING:
-    from cosmocore.model.policy import Policy
 
 
 def common_prefix(rows: list[tuple[int, ...]]) -> int:

@@ -22,16 +22,13 @@ import os
 import shutil
 import tempfile
 import time
-from typing import TYPE_CHECKING
 
 import torch
 
-from cosmocore.model.generation import Generation
+from cosmocore.model.generation import Generation, Policy, PolicyError
 from cosmocore.model.stops import stop_length
 from miniworld.extract import extract_code
 
-if TYPE_CHECKING:
-    from cosmocore.model.policy import Policy
 
 log = logging.getLogger(__name__)
 _RECOMPUTE_BATCH = 16
@@ -43,8 +40,6 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, policy: Policy, gpu_memory_utilization: float = 0.3) -> None:
-        from cosmocore.model.policy import PolicyError
-
         if policy.device.type != "cuda":
             raise PolicyError(f"engine 'vllm' needs a CUDA device (--device cuda); this policy is on {policy.device}")
         if policy.is_lora:
