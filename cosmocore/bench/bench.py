@@ -60,7 +60,11 @@ _CPU_TRAIN: dict[str, Any] = {
     "episodes_per_cycle": 12, "turns": 1, "minibatch": 4, "nocturnal_steps": 2, "correction_steps": 3,
     "rehearsal_pairs": 3, "max_new_tokens": 176, "eval_turns": 1, "correction_coef": 1.0, "fix_weight": 5.0,
     "bf16_autocast": None,
-    "engine": "torch",  # hf's greedy tokens; speed-up on a CPU not yet settled (docs/ENGINES.md)
+    # measured idle on 2 cores (benchmarks/rollout_engine.py): torch/hf 0.86x at batch 16, 1.02x at 48
+    "engine": "hf",
+    # every prompt of a run comes back (practice each cycle, held-out twice): ~16 MB of lower-block
+    # keys and values per prompt, so 40 prompts and the training-side states fit
+    "frozen_cache_mb": 3072.0,
 }
 
 PROFILES: dict[str, Profile] = {

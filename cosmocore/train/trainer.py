@@ -234,9 +234,10 @@ class Trainer:
         for turn in range(1, turns + 1):
             if not active:
                 break
-            # the eval split's turn-1 prompts are the same every cycle: worth keeping (Policy.generate)
+            # turn-1 prompts come back: the practice set's every cycle (day and eval alike), the
+            # held-out split's at cycle 0 and the last: worth keeping (Policy.generate)
             batch = self._attempts([tasks[i] for i in active], [histories[i] for i in active], turn, greedy,
-                                   recurring=phase == "eval" and turn == 1)
+                                   recurring=turn == 1)
             attempts += batch
             for i, a in zip(active, batch):
                 histories[i].append((a.generation.code, a.result.feedback))
