@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = [r["prompt_ids"] for r in rows]
 
     def states_cached() -> None:
-        with trainers["cached"]._autocast():
+        with trainers["cached"].autocast():
             policies["cached"].prompt_states(prompts)
 
     def states_plain() -> None:
-        with trainers["plain"]._autocast():
+        with trainers["plain"].autocast():
             policies["plain"].prompt_states(prompts)
 
     def cold() -> None:

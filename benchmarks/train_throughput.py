@@ -62,7 +62,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from cosmocore.model.policy import Policy  # noqa: E402
-from cosmocore.train.trainer import TrainConfig, Trainer, ValueHead, native_bf16  # noqa: E402
+from cosmocore.train.critic import ValueHead  # noqa: E402
+from cosmocore.train.trainer import TrainConfig, Trainer, native_bf16  # noqa: E402
 from miniworld.suites import catalog  # noqa: E402
 from miniworld.kinds.registry import messages  # noqa: E402
 
@@ -119,7 +120,7 @@ def nocturnal_trainer(policy: Policy, cfg: TrainConfig, bf16: bool = False) -> T
 def nocturnal_update(trainer: Trainer, rows: list[dict]) -> None:
     """One nocturnal optimizer step exactly as ``Trainer.night`` runs it (advantages from the
     same forward's value head, PER weights of 1)."""
-    with trainer._autocast():  # bf16 autocast of the forward when the trainer has it on
+    with trainer.autocast():  # bf16 autocast of the forward when the trainer has it on
         loss, _, _ = trainer._loss(rows, None, torch.ones(len(rows)))
     trainer._step(loss)
 

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     from cosmocore.cli import commands
+    from cosmocore.cli.common import err
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["--path"]:
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     spark.sparkContext.setLogLevel("WARN")  # keep stderr for the command's own progress
     remote = driver_connect_endpoint(spark)
     if remote:
-        commands.err.print(f"candidates run on the driver's Spark Connect endpoint {remote} "
-                      f"(master {spark.sparkContext.master})", markup=False)
+        err.print(f"candidates run on the driver's Spark Connect endpoint {remote} "
+                  f"(master {spark.sparkContext.master})", markup=False)
     try:
         commands.app(args=with_remote(argv, remote), prog_name="spark_job.py")
     finally:

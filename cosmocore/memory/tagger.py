@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cosmocore.memory.config import TaggerConfig
-from cosmocore.memory.store import OUTCOMES
+from miniworld.checks import OUTCOMES
 
 EXEC_DIM = 3 + len(OUTCOMES)  # executed, reward, pass ratio, outcome one-hot
 

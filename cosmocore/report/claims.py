@@ -186,6 +186,7 @@ def claim_row(spec: ClaimSpec, arm: str, arm_runs: Mapping[int, RunData] | None,
         row["iqm"] = {"arm": stats.iqm(a), "baseline": stats.iqm(b)}
         row["probability_of_improvement"] = stats.probability_of_improvement(a[:, None], b[:, None])
         scale = float(max(budget, 1))
+        bound = None
         all_censored = all(r.ctze.get("cycle") is None for r in (*a_runs, *b_runs))
     else:
         tasks = sorted({t for r in (*a_runs, *b_runs) for t in _cells(r, spec)}, key=str)
@@ -196,6 +197,8 @@ def claim_row(spec: ClaimSpec, arm: str, arm_runs: Mapping[int, RunData] | None,
         row["iqm"] = {"arm": stats.iqm(ra), "baseline": stats.iqm(rb)}
         row["probability_of_improvement"] = stats.probability_of_improvement(ra, rb)
         all_censored = False
+        errors, executions = float(na.sum() + nb.sum()), float(da.sum() + db.sum())
+        bound = "wrong" if executions and errors == executions else "right" if executions and errors == 0 else None
     row.update(estimate=res["estimate"], ci95=res["ci95"], mde=res["mde"], se=res["se"], df=res["df"],
                n_seeds=res["n_seeds"], n_tasks=res["n_tasks"])
     if res["ci95"][0] is not None:
@@ -204,6 +207,9 @@ def claim_row(spec: ClaimSpec, arm: str, arm_runs: Mapping[int, RunData] | None,
         row["verdict"], row["reason"] = NO_DATA, f"no paired seed has {spec.metric} on the {split} split"
     elif all_censored:
         row["verdict"], row["reason"] = UNDERPOWERED, "every run of both arms is censored (never reached zero error)"
+    elif bound:
+        edge = {"wrong": "a floor", "right": "a ceiling"}[bound]
+        row["verdict"], row["reason"] = UNDERPOWERED, f"every scored sample of both arms was {bound} ({edge}): no difference could show"
     else:
         row["verdict"], row["reason"] = verdict(res["n_seeds"], res["ci95"], scale)
     return row

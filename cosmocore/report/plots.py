@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from cosmocore.memory.buffer import BIN_NAMES, DREAM
 from cosmocore.memory.config import BufferConfig
+from cosmocore.memory.replay_index import BIN_NAMES, DREAM
 
 DREAM_BIN = BIN_NAMES[DREAM]
 MAX_POINTS = 4000  # per group in the scatter: enough to see the shape, small enough to stay fast

@@ -140,7 +140,7 @@ def read_tables(uri: str, run_ids: Sequence[str]) -> tuple[dict[str, list[dict]]
     except StoreError as exc:
         raise ReportError(str(exc)) from None
     where = [("run_id", "in", list(run_ids))]
-    from cosmocore.memory.store import TABLES
+    from cosmocore.memory.schemas import TABLES
 
     columns = [c for c in EVAL_COLUMNS if c in TABLES["evaluations"].schema.names]
     evals = M.split_runs(store.read_evaluations(filters=where, columns=columns))

@@ -3,12 +3,43 @@ settings: what a run is, apart from how it runs (``cosmocore.train.trainer``).""
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from cosmocore.memory.config import BufferConfig, option
 from cosmocore.model.generation import check_engine
 
-ARMS = ("uniform", "cosmocore", "no_prioritization", "no_pruning", "cocos")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What an arm is, as data: the arms differ only in which experiences they replay (how many
+    optimizer steps and corrections a night makes is the same for all). ``replays`` False is the
+    online COCOS baseline (RLOO over the day's own two-turn rollouts, no buffer)."""
+
+    name: str
+    replays: bool = True
+    dream_queue: bool = False  # the nocturnal sampler: 80% Dream Queue + 20% uniform (else uniform)
+    prunes: bool = False  # routine successes pruned after each night (adaptive strength)
+    buffer: dict[str, Any] = field(default_factory=dict)  # BufferConfig overrides
+
+    def buffer_config(self) -> BufferConfig:
+        return BufferConfig(**{**asdict(BufferConfig()), **self.buffer})
+
+
+_NO_DREAM = {"dream_fraction": 0.0, "dream_rate": 1.0}
+_NO_PRUNE = {"prune_valence": 0.0, "prune_arousal": 0.0}
+ARM_SPECS: dict[str, Arm] = {a.name: a for a in (
+    # PPO with uniform replay of the same buffer, nothing affective
+    Arm("uniform", buffer={"alpha": 0.0, **_NO_DREAM, **_NO_PRUNE}),
+    # the paper's full method with its buffer values
+    Arm("cosmocore", dream_queue=True, prunes=True),
+    # valence gating off: no Dream Queue, no affective priority
+    Arm("no_prioritization", prunes=True, buffer={"lam": 0.0, **_NO_DREAM}),
+    Arm("no_pruning", dream_queue=True, buffer=_NO_PRUNE),
+    Arm("cocos", replays=False),
+)}
+ARMS = tuple(ARM_SPECS)
 #: Where a run measures generalisation: the test split (headline figures) or dev (tuning).
 EVAL_SPLITS = ("test", "dev")
 
@@ -117,13 +148,5 @@ class TrainConfig:
 
 
 def buffer_config(arm: str) -> BufferConfig:
-    """The replay ablations as buffer settings (the paper's values for the full arm)."""
-    base = BufferConfig()
-    if arm == "uniform":  # PPO with uniform replay of the same buffer, nothing affective
-        return BufferConfig(**{**asdict(base), "alpha": 0.0, "dream_fraction": 0.0, "dream_rate": 1.0,
-                               "prune_valence": 0.0, "prune_arousal": 0.0})
-    if arm == "no_prioritization":  # valence gating off: no Dream Queue, no affective priority
-        return BufferConfig(**{**asdict(base), "lam": 0.0, "dream_fraction": 0.0, "dream_rate": 1.0})
-    if arm == "no_pruning":
-        return BufferConfig(**{**asdict(base), "prune_valence": 0.0, "prune_arousal": 0.0})
-    return base
+    """The arm's replay settings (the paper's values for the full arm)."""
+    return ARM_SPECS[arm].buffer_config()

@@ -87,7 +87,8 @@ def test_foreign_and_newer_delta_tables_are_refused_untouched(tmp_path: Path) ->
     assert tree_digest(foreign) == before
     assert DeltaTable(str(foreign / "episodes")).version() == 0
 
-    from cosmocore.memory.store import SCHEMA_VERSION_KEY, Store
+    from cosmocore.memory.schemas import SCHEMA_VERSION_KEY
+    from cosmocore.memory.store import Store
 
     newer = tmp_path / "newer"
     Store.open(newer)

@@ -18,19 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cosmocore.memory.buffer import (
-    DREAM,
-    MAIN,
-    PRUNE,
-    SOURCE_DREAM,
-    SOURCE_FILL,
-    SOURCE_UNIFORM,
-    ReplayBuffer,
-    SumTree,
-)
+from cosmocore.memory.buffer import SOURCE_DREAM, SOURCE_FILL, SOURCE_UNIFORM, ReplayBuffer
 from cosmocore.cli.buffer_cli import buffer_app
 from cosmocore.memory.config import BufferConfig
+from cosmocore.memory.replay_index import DREAM, MAIN, PRUNE
 from cosmocore.memory.store import Store
+from cosmocore.memory.sumtree import SumTree
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -13,7 +13,9 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from cosmocore.memory.store import EPISODES_SCHEMA, OUTCOMES, SCHEMA_VERSION_KEY, Store, StoreError
+from cosmocore.memory.schemas import EPISODES_SCHEMA, SCHEMA_VERSION_KEY
+from cosmocore.memory.store import Store, StoreError
+from miniworld.checks import OUTCOMES
 
 SPAWN = mp.get_context("spawn")  # forking after deltalake's runtime started hangs
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cosmocore.memory.config import TaggerConfig
-from cosmocore.memory.store import OUTCOMES, Store
+from cosmocore.memory.store import Store
 from cosmocore.memory.tagger import (
     EXEC_DIM,
     AffectiveTagger,
@@ -27,6 +27,7 @@ from cosmocore.memory.tagger import (
     roc_auc,
     valence_target,
 )
+from miniworld.checks import OUTCOMES
 
 
 def test_parameter_count_matches_the_paper_shape_and_is_reported_against_the_policy() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmocore.memory.store import EVALUATIONS_SCHEMA, Store
+from cosmocore.memory.schemas import EVALUATIONS_SCHEMA
+from cosmocore.memory.store import Store
 from cosmocore.report import claims as CL
 from cosmocore.report import report as R
 from cosmocore.report import splits as SP
@@ -134,6 +135,11 @@ def test_claim_rows_supported_refuted_and_not_run() -> None:
     assert ctze["estimate"] == 0.0 and ctze["verdict"] == CL.NO_DIFFERENCE and ctze["unit"] == "cycles"
     censored = {s: CL.RunData(seed=s, ctze={"cycle": None, "censored_at": 10, "tasks": 12}) for s in range(4)}
     assert CL.claim_row(CL.SPECS[3], "cosmocore", censored, censored, budget=10)["verdict"] == CL.UNDERPOWERED
+    floor = _arm_runs([list(range(20))] * 4)  # every sample of both arms wrong: [0, 0] says nothing
+    at_floor = CL.claim_row(spec, "cosmocore", floor, floor, budget=10)
+    assert at_floor["estimate"] == 0.0 and at_floor["verdict"] == CL.UNDERPOWERED and "floor" in at_floor["reason"]
+    ceiling = _arm_runs([[]] * 4)
+    assert CL.claim_row(spec, "cosmocore", ceiling, ceiling, budget=10)["verdict"] == CL.UNDERPOWERED
     rows = CL.claims({"uniform": bad, "cosmocore": good, "no_pruning": good}, budget=10)
     assert {(r["arm"], r["verdict"]) for r in rows if r["metric"] == "hallucination_rate"} == {
         ("cosmocore", CL.SUPPORTED), ("cocos", CL.NOT_RUN), ("no_pruning", CL.SUPPORTED)}
@@ -226,7 +232,9 @@ def test_report_opens_with_verdicts_and_carries_design_and_practice_blocks(tmp_p
     assert claims["cycles_to_zero_error", "cosmocore"]["estimate"] == pytest.approx(-1.0)  # 2 vs censored at 3
     assert claims["hallucination_rate", "cocos"]["verdict"] == CL.NOT_RUN
     recurrence = {c["split"]: c for c in rep["claims"] if c["metric"] == "bug_recurrence_rate" and c["arm"] == "cosmocore"}
-    assert recurrence["practice"]["estimate"] == 0.0 and recurrence["practice"]["verdict"] == CL.NO_DIFFERENCE
+    # no fixed practice task came back wrong in either arm: a ceiling, where [0, 0] says nothing
+    assert recurrence["practice"]["estimate"] == 0.0 and recurrence["practice"]["verdict"] == CL.UNDERPOWERED
+    assert "ceiling" in recurrence["practice"]["reason"]
     assert recurrence["test"]["verdict"] == CL.NO_DATA  # every test task was wrong at cycle 0: nothing fixed before
     md = (run_dir / "report.md").read_text()
     assert md.index("## Verdicts") < md.index("## Paper claims as relative changes") < md.index("## Results per arm")

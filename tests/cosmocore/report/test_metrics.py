@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cosmocore.report import metrics as M
-from cosmocore.memory.store import EVALUATIONS_SCHEMA, Store
+from cosmocore.memory.schemas import EVALUATIONS_SCHEMA
+from cosmocore.memory.store import Store
 from miniworld.checks import OUTCOMES
 
 pytestmark = pytest.mark.filterwarnings("error")  # "without warnings" is part of the contract

@@ -14,6 +14,7 @@ import torch
 
 from cosmocore.memory.store import Store
 from cosmocore.train.trainer import ARMS, TrainConfig, Trainer, buffer_config
+from cosmocore.train.warmstart import warmup_key
 from miniworld.kinds.registry import messages
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -107,7 +108,7 @@ def test_cosmocore_arm_trains_two_cycles_and_resumes_without_duplicates(tmp_path
 
 @pytest.mark.parametrize("n", [5, 40])  # fewer states than dims (dual form) and more (primal)
 def test_critic_fit_is_the_ridge_least_squares_solution(n: int) -> None:
-    from cosmocore.train.trainer import ValueHead
+    from cosmocore.train.critic import ValueHead
 
     gen = torch.Generator().manual_seed(n)
     states, returns = torch.randn(n, 16, generator=gen), torch.rand(n, generator=gen)
@@ -206,7 +207,7 @@ def test_corrective_term_teaches_the_fix_of_replayed_failures(tmp_path, sandbox,
         trainer.policy.temperature, saved = 1.0, trainer.policy.temperature
         with torch.no_grad():
             logp, _, mask, _ = trainer.policy.sequence_logprobs(
-                [r["prompt_ids"] for r in failed], [trainer._reference_ids(train[r["task_id"]]) for r in failed])
+                [r["prompt_ids"] for r in failed], [trainer.targets.reference_ids(train[r["task_id"]]) for r in failed])
         trainer.policy.temperature = saved
         return float(-(logp * mask).sum() / mask.sum())
 
@@ -225,8 +226,8 @@ def test_fix_weight_marks_exactly_the_fix_tokens(tmp_path, sandbox, smoke_tasks)
     those), and ``fix_weight`` raises their share of the loss: weight 1 is the plain NLL."""
     trainer = Trainer(_cfg(tmp_path, cycles=1), sandbox=sandbox)
     task = trainer.train_tasks[0]
-    ref = trainer._reference_ids(task)
-    mask = trainer._fix_mask(task)
+    ref = trainer.targets.reference_ids(task)
+    mask = trainer.targets.fix_mask(task)
     assert len(mask) == len(ref) and 0 < sum(mask) < len(ref) / 4
     fixed = trainer.policy.tokenizer.decode([t for t, m in zip(ref, mask) if m])
     buggy_lines = set(task.buggy_code.splitlines())
@@ -234,12 +235,12 @@ def test_fix_weight_marks_exactly_the_fix_tokens(tmp_path, sandbox, smoke_tasks)
     assert fixed_lines and fixed.strip() and all(part in "".join(fixed_lines) for part in fixed.split())
     prompt = [trainer.policy.encode_chat(messages(task))]
     trainer.policy.model.eval()
-    trainer.policy.temperature = 1.0  # what _nll scores at
+    trainer.policy.temperature = 1.0  # what nll scores at
     with torch.no_grad():
-        plain = trainer._nll(prompt, [task]).item()
+        plain = trainer.nll(prompt, [task]).item()
         logp = trainer.policy.sequence_logprobs(prompt, [ref])[0]
         trainer.cfg.fix_weight = 10.0
-        weighted = trainer._nll(prompt, [task]).item()
+        weighted = trainer.nll(prompt, [task]).item()
     fix = torch.tensor(mask, dtype=torch.float32)
     expected = -(logp[0, : len(ref)] * (1 + 9 * fix)).sum() / (1 + 9 * fix).sum()
     assert weighted == pytest.approx(expected.item(), rel=1e-4) and weighted != pytest.approx(plain)
@@ -305,8 +306,8 @@ def test_warm_start_cache_is_shared_and_identical_to_recomputing(tmp_path, sandb
     assert any(not torch.equal(a, b) for a, b in zip(before, loaded.policy.model.parameters()))
     # any setting the weights depend on gives another key
     other = Trainer(_cfg(tmp_path / "c", **{**kw, "sft_lr": 2e-3}), sandbox=sandbox)
-    assert other._warmup_key() != loaded._warmup_key()
-    assert Trainer(_cfg(tmp_path / "d", **{**kw, "seed": 2}), sandbox=sandbox)._warmup_key() != loaded._warmup_key()
+    assert warmup_key(other) != warmup_key(loaded)
+    assert warmup_key(Trainer(_cfg(tmp_path / "d", **{**kw, "seed": 2}), sandbox=sandbox)) != warmup_key(loaded)
     for t in (computed, loaded, other):
         t.close()
 
@@ -429,7 +430,7 @@ def test_bf16_autocast_trains_and_keys_its_own_warm_start(tmp_path, sandbox, smo
     kw = dict(cycles=1, eval_turns=1, warmup_sft=1, sft_batch=2, warmup_cache=str(tmp_path / "warm"))
     on = Trainer(_cfg(tmp_path / "on", bf16_autocast=True, **kw), sandbox=sandbox)
     off = Trainer(_cfg(tmp_path / "off", **kw), sandbox=sandbox)
-    assert on.bf16 and not off.bf16 and on._warmup_key() != off._warmup_key()
+    assert on.bf16 and not off.bf16 and warmup_key(on) != warmup_key(off)
     before = [p.detach().clone() for p in on.policy.model.parameters() if p.requires_grad]
     summary = on.train()
     assert summary["cycles_completed"] == 1 and all(p.dtype == torch.float32 for p in on.policy.model.parameters())
@@ -448,10 +449,10 @@ def test_correction_steps_add_corrective_only_steps_to_the_night(tmp_path, sandb
     trainer = Trainer(_cfg(tmp_path, cycles=1, eval_turns=1, nocturnal_steps=1, correction_coef=1.0,
                            correction_steps=2, rehearsal_pairs=2), sandbox=sandbox)
     steps, updates, shown = [], [], []
-    step, update, nll = trainer._step, trainer.buffer.update_priorities, trainer._nll
+    step, update, nll = trainer._step, trainer.buffer.update_priorities, trainer.nll
     trainer._step = lambda loss: (steps.append(loss.item()), step(loss))
     trainer.buffer.update_priorities = lambda *a, **k: (updates.append(1), update(*a, **k))
-    trainer._nll = lambda prompts, tasks: (shown.append(tasks), nll(prompts, tasks))[1]
+    trainer.nll = lambda prompts, tasks: (shown.append(tasks), nll(prompts, tasks))[1]
     summary = trainer.train()
     trainer.close()
     assert len(steps) == 3 and len(updates) == 1
