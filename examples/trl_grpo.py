@@ -3,6 +3,7 @@
     .venv/bin/python examples/trl_grpo.py --model tiny --steps 2            # seconds of training, CPU (CI runs this)
     .venv/bin/python examples/trl_grpo.py --model smollm2-135m --steps 50   # the default model
     .venv/bin/python examples/trl_grpo.py --model Qwen/Qwen2.5-Coder-0.5B-Instruct --device cuda --steps 200
+    .venv/bin/python examples/trl_grpo.py --model tiny --steps 2 --turns 2  # self-correction (COCOS reward)
 
 ``grpo_setup`` starts the sandbox (and Spark), loads the suite's verified tasks, and builds the
 dataset and the reward; ``trainer.train()`` must run inside its ``with`` block, because the reward
@@ -19,6 +20,7 @@ import tempfile
 from trl import GRPOConfig, GRPOTrainer
 
 from cosmocore.model.policy import Policy
+from miniworld.trl_multiturn import SelfCorrection
 from miniworld.trl_reward import grpo_setup
 
 
@@ -31,6 +33,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="generation budget per completion")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (TRL's use_cpu follows it)")
     parser.add_argument("--out", default=None, help="output directory (default: a temporary one)")
+    parser.add_argument("--turns", type=int, choices=(1, 2), default=1,
+                        help="2: a second attempt with the sandbox's feedback, rewarded gamma*r1 + (r2 - r1) (COCOS)")
+    parser.add_argument("--gamma", type=float, default=0.5, help="COCOS's weight of the first attempt's reward")
     parser.add_argument("--spark-remote", default=None, help="a Spark Connect server (sc://host:port)")
     args = parser.parse_args(argv)
 
@@ -57,10 +62,15 @@ def main(argv: list[str] | None = None) -> dict:
         seed=0,
     )
     with grpo_setup(args.suite, split="train", spark_remote=args.spark_remote) as mw:
-        trainer = GRPOTrainer(model=model_dir, reward_funcs=[mw.reward], args=config, train_dataset=mw.dataset)
+        if args.turns == 2:  # TRL's rollout_func (experimental): turn 1, feedback, turn 2 (trained)
+            turns = SelfCorrection(mw, gamma=args.gamma)
+            trainer = GRPOTrainer(model=model_dir, reward_funcs=[turns.reward], args=config, train_dataset=mw.dataset,
+                                  rollout_func=turns.rollout)
+        else:
+            trainer = GRPOTrainer(model=model_dir, reward_funcs=[mw.reward], args=config, train_dataset=mw.dataset)
         trainer.train()  # inside the with block: the reward needs the open sandbox
     logged = [row for row in trainer.state.log_history if "reward" in row]
-    summary = {"steps": trainer.state.global_step, "model": args.model, "suite": args.suite, "out": out,
+    summary = {"steps": trainer.state.global_step, "model": args.model, "suite": args.suite, "out": out, "turns": args.turns,
                "last": {k: v for k, v in logged[-1].items() if k == "reward" or k.startswith("miniworld/")} if logged else {}}
     print(json.dumps(summary))
     return summary
