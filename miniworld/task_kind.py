@@ -72,6 +72,11 @@ class TaskKind(ABC):
         return [{"role": "system", "content": self.system_prompt},
                 {"role": "user", "content": self.prompt(task, attempts)}]
 
+    def prepare_user_file(self, code: str, function: str | None = None) -> tuple[str, str | None]:
+        """A user's file as written -> (the code the sandbox runs, a note on what is not run, or
+        None when it runs as is). Raises ValueError (one line) when it cannot be a candidate."""
+        return code, None
+
     def describe(self, task: Task) -> dict:
         """What ``tasks show --json`` prints for a task."""
         return task.to_json()

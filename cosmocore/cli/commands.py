@@ -51,17 +51,12 @@ def run(
             raise BadInput(f"cannot read candidate file {str(file)!r}: "
                            f"{exc.strerror if isinstance(exc, OSError) else exc}", input=str(file))
         s, found = _find_task(task, suite)
-        if s.kind.name == "pyspark":  # a user's script as written: only its transformation runs
-            from miniworld.sandbox.userfile import UserFileError, prepare
-
-            try:
-                prepared = prepare(code, function)
-            except UserFileError as exc:
-                raise BadInput(f"{file}: {exc}", input=str(file)) from None
-            if prepared.stripped or prepared.function != "transform":
-                err.print(f"running {prepared.function}() from {file}; not run: the script around it "
-                          f"(statements at lines {', '.join(map(str, prepared.stripped)) or '-'})", markup=False)
-            code = prepared.code
+        try:  # the kind decides what of a file as written runs (PySpark: only the transformation)
+            code, note = s.kind.prepare_user_file(code, function)
+        except ValueError as exc:
+            raise BadInput(f"{file}: {exc}", input=str(file)) from None
+        if note:
+            err.print(f"{file}: {note}", markup=False)
         with _sandbox(spark_remote, timeout, kind=s.kind) as box:
             _, tasks = _verified_tasks(s.source, spark_remote, box)
             verified = next((t for t in tasks if t.id == found.id), None)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Callable
 
 from miniworld.task_kind import TaskKind, attempts_text
+from miniworld.sandbox import userfile
 from miniworld.sandbox.spark_sandbox import Sandbox
 from miniworld.suites import pipeline_tasks
 from miniworld.suites.suite import Suite, VerifyReport
@@ -38,6 +39,15 @@ class PySparkKind(TaskKind):
                      timeout_s: float = 30.0, endpoint=None) -> Sandbox:
         kwargs = {"workers": workers} if workers else {}
         return Sandbox(spark_remote=spark_remote, endpoint=endpoint, timeout_s=timeout_s, **kwargs)
+
+    def prepare_user_file(self, code: str, function: str | None = None) -> tuple[str, str | None]:
+        """Only the transformation runs: the ``__main__`` block, the ``SparkSession`` builder and
+        unused helpers of a script as written are left out (``miniworld.sandbox.userfile``)."""
+        prepared = userfile.prepare(code, function)
+        if not prepared.stripped and prepared.function == "transform":
+            return prepared.code, None
+        return prepared.code, (f"running {prepared.function}(); not run: the script around it (statements at "
+                               f"lines {', '.join(map(str, prepared.stripped)) or '-'})")
 
     def prompt(self, task: Task, attempts: list[tuple[str, str]] | None = None) -> str:
         schemas = "\n".join(f"- `{name}`: {ddl}" for name, ddl in task.inputs.items())
