@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from miniworld.checks import OUTCOMES
-
+from miniworld.env import MiniWorldEnv
 from miniworld.sandbox.spark_sandbox import Sandbox
 from miniworld.kinds.registry import messages
 from miniworld.task import Task
@@ -56,13 +56,17 @@ class MiniWorldReward:
         self.last_outcomes: list[str] = []
 
     def __call__(self, prompts: list, completions: list, task_id: list[str], **kwargs: Any) -> list[float]:
-        from miniworld.extract import extract_code
-
         unknown = [i for i in task_id if i not in self.tasks]
         if unknown:
             raise KeyError(f"unknown task {unknown[0]!r} in the reward function's batch")
-        items = [(self.tasks[i], extract_code(_text(c))) for i, c in zip(task_id, completions)]
-        results = self.sandbox.evaluate_many(items)
+        if not task_id:
+            return []
+        # one turn of the env's episodes, batched: the same code path (code extraction, sandbox,
+        # scoring) as miniworld.make(...).step
+        env = MiniWorldEnv(list(self.tasks.values()), self.sandbox, split=None, max_turns=1)
+        env.reset_many(len(task_id), options={"task_ids": list(task_id)})
+        env.step_many([_text(c) for c in completions])
+        results = [r for r in env.last_results if r is not None]
         self.last_outcomes = [r.outcome for r in results]
         log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
         if log_metric is not None and results:  # TRL >= 1.16: averaged per logging step, logged with `kl` etc.
