@@ -51,6 +51,8 @@ def run(
             raise BadInput(f"cannot read candidate file {str(file)!r}: "
                            f"{exc.strerror if isinstance(exc, OSError) else exc}", input=str(file))
         s, found = _find_task(task, suite)
+        from miniworld.env import MiniWorldEnv  # gymnasium and the sandbox: loaded when a command runs
+
         try:  # the kind decides what of a file as written runs (PySpark: only the transformation)
             code, note = s.kind.prepare_user_file(code, function)
         except ValueError as exc:
@@ -62,7 +64,10 @@ def run(
             verified = next((t for t in tasks if t.id == found.id), None)
             if verified is None:
                 raise BadInput(f"task {task!r} was discarded by verification (its bug is not observable)")
-            result = box.evaluate(verified, code, timeout)
+            with MiniWorldEnv(tasks, box, split=None, max_turns=1) as env:  # one turn of the env's episode
+                env.reset(options={"task_id": verified.id})
+                env.step(code)
+                result = env.last_results[0]
         if json_out:
             _emit(result.to_json())
             return
@@ -90,7 +95,7 @@ def solve(
     """Let a model try a task with self-correction turns; show each attempt and its outcome."""
     with _errors(json_out):
         from cosmocore.model.policy import Policy, PolicyError
-        from miniworld.kinds.registry import messages
+        from miniworld.env import MiniWorldEnv
 
         if turns < 1:
             raise BadInput(f"--turns must be >= 1, got {turns}")
@@ -107,23 +112,25 @@ def solve(
             verified = next((t for t in tasks if t.id == found.id), None)
             if verified is None:
                 raise BadInput(f"task {task!r} was discarded by verification (its bug is not observable)")
-            history: list[tuple[str, str]] = []
+            # the env's episode: its step runs the reply and writes the next turn's prompt
+            env = MiniWorldEnv(tasks, box, split=None, max_turns=turns)
+            _, info = env.reset(options={"task_id": verified.id})
             for turn in range(1, turns + 1):
                 with err.status(f"turn {turn}: generating..."):
-                    gen = policy.generate([messages(verified, history)], max_new_tokens=max_new_tokens, greedy=greedy)[0]
-                result = box.evaluate(verified, gen.code)
-                attempts.append({"turn": turn, "code": gen.code, "outcome": result.outcome, "reward": result.reward,
+                    gen = policy.generate([info["messages"]], max_new_tokens=max_new_tokens, greedy=greedy)[0]
+                _, reward, terminated, truncated, info = env.step(gen.text)
+                result = env.last_results[0]
+                attempts.append({"turn": turn, "code": info["code"], "outcome": result.outcome, "reward": reward,
                                  "checks_passed": result.checks_passed, "checks_total": result.checks_total,
                                  "error": result.error, "feedback": result.feedback, "completion": gen.text})
                 if not json_out:
                     out = Console()
                     colour = "green" if result.outcome == "correct" else "red"
-                    out.rule(f"turn {turn}: [{colour}]{result.outcome}[/] reward {result.reward:.3f}")
-                    out.print(gen.code, markup=False)
+                    out.rule(f"turn {turn}: [{colour}]{result.outcome}[/] reward {reward:.3f}")
+                    out.print(info["code"], markup=False)
                     out.print(result.feedback, markup=False)
-                if result.outcome == "correct":
+                if terminated or truncated:
                     break
-                history.append((gen.code, result.feedback))
         if json_out:
             _emit({"task": verified.id, "model": model, "attempts": attempts})
 

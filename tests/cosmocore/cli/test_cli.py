@@ -63,3 +63,20 @@ def test_tasks_list_and_run_json_on_a_verified_suite(cache_dir, smoke_tasks, tmp
     assert {"task", "outcome", "reward", "checks_passed", "checks_total", "error", "duration_s"} <= result.keys()
     assert result["task"] == task.id and result["outcome"] != "correct"
     assert result["checks_total"] == task.checks_total and 0 <= result["reward"] < 1
+
+
+def test_solve_json_runs_the_envs_episode(cache_dir, smoke_tasks) -> None:
+    """`solve`: the tiny model's attempts through the env's step; a failed turn 1 is followed by
+    a turn 2 (the env's truncation ends it), each attempt with its outcome and feedback."""
+    env = {"COSMOCORE_CACHE": str(cache_dir)}
+    task = smoke_tasks[0]
+    out = cli("solve", "--task", task.id, "--suite", "smoke", "--model", "tiny", "--turns", "2",
+              "--max-new-tokens", "16", "--json", env_extra=env)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["task"] == task.id and payload["model"] == "tiny"
+    turns = [a["turn"] for a in payload["attempts"]]
+    assert turns in ([1], [1, 2]) and (turns == [1]) == (payload["attempts"][0]["outcome"] == "correct")
+    for a in payload["attempts"]:
+        assert {"code", "outcome", "reward", "checks_total", "feedback", "completion"} <= a.keys()
+        assert a["checks_total"] == task.checks_total and 0 <= a["reward"] <= 1
