@@ -57,6 +57,7 @@ class _Episode:
     attempts: list[tuple[str, str]] = field(default_factory=list)  # (code, feedback)
     last: Result | None = None
     done: bool = False
+    stop_on_correct: bool = True  # False: open until max_turns (an evaluation counting correct -> wrong flips)
 
 
 class MiniWorldEnv(gymnasium.Env[dict, str]):
@@ -121,7 +122,8 @@ class MiniWorldEnv(gymnasium.Env[dict, str]):
     # -- batches ---------------------------------------------------------------------------
     def reset_many(self, n: int, seed: int | None = None,
                    options: dict | None = None) -> tuple[list[dict], list[dict]]:
-        """Start ``n`` episodes; ``options={"task_ids": [...]}`` (or ``"task_id"``) picks tasks."""
+        """Start ``n`` episodes; ``options={"task_ids": [...]}`` (or ``"task_id"``) picks tasks;
+        ``"stop_on_correct": False`` keeps episodes open after a correct turn until ``max_turns``."""
         super().reset(seed=seed)
         options = options or {}
         ids = options.get("task_ids") or ([options["task_id"]] * n if "task_id" in options else None)
@@ -132,25 +134,28 @@ class MiniWorldEnv(gymnasium.Env[dict, str]):
             chosen = [self.by_id[i] for i in ids]
         else:
             chosen = [self.tasks[int(i)] for i in self.np_random.integers(len(self.tasks), size=n)]
-        self._episodes = [_Episode(t) for t in chosen]
+        stop = bool(options.get("stop_on_correct", True))
+        self._episodes = [_Episode(t, stop_on_correct=stop) for t in chosen]
         return [self._observation(e) for e in self._episodes], [self._info(e) for e in self._episodes]
 
-    def step_many(self, actions: list[str]) -> list[tuple[dict, float, bool, bool, dict]]:
-        """Run one turn of every open episode (actions align with ``reset_many``'s episodes)."""
+    def step_many(self, actions: list[str], episodes: list[int] | None = None) -> list[tuple[dict, float, bool, bool, dict]]:
+        """Run one turn of the episodes ``episodes`` (indices into ``reset_many``'s; default all),
+        in parallel across the sandbox pool; ``actions`` align with them."""
         if not self._episodes:
             raise RuntimeError("no episode yet: call reset() (or reset_many) first")
-        if len(actions) != len(self._episodes):
-            raise ValueError(f"expected {len(self._episodes)} actions, got {len(actions)}")
-        if any(e.done for e in self._episodes):
+        chosen = [self._episodes[i] for i in (range(len(self._episodes)) if episodes is None else episodes)]
+        if len(actions) != len(chosen):
+            raise ValueError(f"expected {len(chosen)} actions, got {len(actions)}")
+        if any(e.done for e in chosen):
             raise RuntimeError("the episode is over (terminated or truncated): call reset() "
                                "(or reset_many) to start a new one")
         codes = [extract_code(a if isinstance(a, str) else str(a)) for a in actions]
-        results = self.sandbox.evaluate_many([(e.task, c) for e, c in zip(self._episodes, codes)])
+        results = self.sandbox.evaluate_many([(e.task, c) for e, c in zip(chosen, codes)])
         out = []
-        for episode, code, result in zip(self._episodes, codes, results):
+        for episode, code, result in zip(chosen, codes, results):
             episode.attempts.append((code, result.feedback))
             episode.last = result
-            terminated = result.outcome == "correct"
+            terminated = result.outcome == "correct" and episode.stop_on_correct
             truncated = not terminated and len(episode.attempts) >= self.max_turns
             episode.done = terminated or truncated
             info = {**self._info(episode), **_result_info(result), "code": code}

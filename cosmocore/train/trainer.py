@@ -44,6 +44,7 @@ from cosmocore.train.critic import ValueHead, refit
 from cosmocore.train.losses import PPOCoefs, accumulated_reward, padded, ppo_loss, rloo_advantages
 from cosmocore.train.targets import Targets
 from cosmocore.train.tasks import RunTasks
+from miniworld.env import MiniWorldEnv
 from miniworld.kinds.registry import messages
 from miniworld.sandbox.spark_sandbox import Sandbox
 from miniworld.suites import catalog
@@ -122,30 +123,31 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ day phase
-    def _attempts(self, tasks: list[Task], histories: list[list[tuple[str, str]]], turn: int, greedy: bool,
-                  recurring: bool = False) -> list[Attempt]:
-        msgs = [messages(t, h) for t, h in zip(tasks, histories)]
-        gens = self.policy.generate(msgs, max_new_tokens=self.cfg.max_new_tokens, greedy=greedy, keep_prompts=recurring)
-        results = self.sandbox.evaluate_many([(t, g.code) for t, g in zip(tasks, gens)])
-        return [Attempt(t, turn, m[-1]["content"], g, r) for t, m, g, r in zip(tasks, msgs, gens, results)]
-
     def rollout(self, tasks: list[Task], turns: int, greedy: bool = False, phase: str = "day") -> list[Attempt]:
-        """Turn 1 for every task, then self-correction turns for those not yet correct (all of
-        them when ``greedy``, so that eval can count correct -> incorrect flips)."""
+        """Episodes of the env, batched: turn 1 for every task, then self-correction turns for
+        those not yet correct (all of them when ``greedy``, so that eval can count correct ->
+        incorrect flips). The env's step runs each reply and writes the next turn's prompt."""
+        env = MiniWorldEnv(self.tasks, self.sandbox, split=None, max_turns=turns)
+        _, infos = env.reset_many(len(tasks), options={"task_ids": [t.id for t in tasks], "stop_on_correct": not greedy})
+        chats = [info["messages"] for info in infos]
         attempts: list[Attempt] = []
-        histories: list[list[tuple[str, str]]] = [[] for _ in tasks]
         active = list(range(len(tasks)))
         for turn in range(1, turns + 1):
             if not active:
                 break
             # turn-1 prompts come back: the practice set's every cycle (day and eval alike), the
             # held-out split's at cycle 0 and the last: worth keeping (Policy.generate)
-            batch = self._attempts([tasks[i] for i in active], [histories[i] for i in active], turn, greedy,
-                                   recurring=turn == 1)
-            attempts += batch
-            for i, a in zip(active, batch):
-                histories[i].append((a.generation.code, a.result.feedback))
-            active = [i for i, a in zip(active, batch) if greedy or a.result.outcome != "correct"]
+            gens = self.policy.generate([chats[i] for i in active], max_new_tokens=self.cfg.max_new_tokens,
+                                        greedy=greedy, keep_prompts=turn == 1)
+            steps = env.step_many([g.text for g in gens], episodes=active)
+            results = env.last_results
+            still = []
+            for i, g, (_, _, terminated, truncated, info) in zip(active, gens, steps):
+                attempts.append(Attempt(tasks[i], turn, chats[i][-1]["content"], g, results[i]))
+                chats[i] = info["messages"]
+                if not (terminated or truncated):
+                    still.append(i)
+            active = still
             self.progress(phase, turn, turns)
         return attempts
 

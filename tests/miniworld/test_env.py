@@ -67,6 +67,24 @@ def test_step_many_runs_a_batch(env, smoke_tasks) -> None:
 
 
 @pytest.mark.slow
+def test_step_many_steps_a_subset_and_can_keep_correct_episodes_open(env, smoke_tasks) -> None:
+    """What the trainer's rollouts use: only the still-open episodes step; a greedy evaluation
+    keeps a correct episode open (stop_on_correct False) to see whether turn 2 breaks it."""
+    a, b = [t for t in smoke_tasks if t.split == "train"][:2]
+    env.reset_many(2, options={"task_ids": [a.id, b.id], "stop_on_correct": False})
+    first = env.step_many([a.reference_code, b.buggy_code])
+    assert [o[4]["outcome"] == "correct" for o in first] == [True, False]
+    assert not any(o[2] or o[3] for o in first)  # both still open
+    (only,) = env.step_many([a.buggy_code], episodes=[0])
+    assert only[4]["task_id"] == a.id and only[4]["outcome"] != "correct" and only[3]  # truncated at max_turns
+    assert env.last_results[1].outcome == first[1][4]["outcome"]  # episode 1 did not step
+    with pytest.raises(RuntimeError, match="over"):
+        env.step_many([a.reference_code], episodes=[0])
+    env.reset_many(1, options={"task_ids": [a.id]})
+    assert env.step_many([a.reference_code])[0][2]  # by default a correct turn terminates
+
+
+@pytest.mark.slow
 def test_unknown_task_and_empty_split(sandbox, smoke_tasks) -> None:
     env = MiniWorldEnv(smoke_tasks, sandbox)
     with pytest.raises(RuntimeError, match=r"call reset\(\)"):
