@@ -196,3 +196,9 @@ def feedback(outcome: str, error: str | None, checks: list[CheckResult], max_dat
         if shown >= max_datasets:
             break
     return "\n".join(lines)
+
+
+def accumulated_reward(r1: float, r2: float, gamma: float) -> float:
+    """COCOS's return of a two-turn episode, ``gamma * r1 + (r2 - r1)``: credit for the first
+    attempt and for what the correction added (used by the trainer's cocos arm and the TRL recipe)."""
+    return gamma * r1 + (r2 - r1)

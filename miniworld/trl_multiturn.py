@@ -25,15 +25,11 @@ from typing import Any
 
 import torch
 
+from miniworld.checks import accumulated_reward
 from miniworld.extract import extract_code
 from miniworld.kinds.registry import messages
 from miniworld.trl_reward import GRPOSetup, MiniWorldReward, _text
 from miniworld.task import Task
-
-
-def accumulated_reward(r1: float, r2: float, gamma: float) -> float:
-    """COCOS's return of a two-turn episode: ``gamma * r1 + (r2 - r1)``."""
-    return gamma * r1 + (r2 - r1)
 
 
 class AccumulatedReward:

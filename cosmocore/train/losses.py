@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from miniworld.checks import accumulated_reward as cocos_return
+
 
 @dataclass(frozen=True)
 class PPOCoefs:
@@ -102,9 +104,8 @@ def weighted_nll(logp: torch.Tensor, mask: torch.Tensor, fix_masks: list[list[in
 
 
 def accumulated_reward(r1: float, r2: float | None, gamma: float) -> float:
-    """COCOS's return of a two-turn episode, ``gamma*r1 + (r2 - r1)``: credit for the first
-    attempt and for what the correction added; a one-turn episode returns ``r1``."""
-    return r1 if r2 is None else gamma * r1 + (r2 - r1)
+    """COCOS's return (``miniworld.checks.accumulated_reward``); a one-turn episode returns ``r1``."""
+    return r1 if r2 is None else cocos_return(r1, r2, gamma)
 
 
 def rloo_advantages(returns: list[float], groups: list[str]) -> torch.Tensor:
