@@ -4,4 +4,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/venv.sh"
 cd "$root"
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist): most tests wait on Spark, a subprocess or a JVM start, so two share
+# two cores well; --dist loadscope keeps each module on one worker (its fixtures are built once).
+# Add -n 0 to run in one process.
+exec .venv/bin/python -m pytest -n 2 --dist loadscope "$@"

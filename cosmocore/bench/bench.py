@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cosmocore import atomic
-from cosmocore.train.trainer import ARMS, TrainConfig
+from cosmocore.train.config import ARMS, TrainConfig  # settings only: bad input is refused before torch loads
 
 SCHEMA_VERSION = 1
 # What a caller sees while a bench runs: (run key, phase, done, total); phase "cycle" counts

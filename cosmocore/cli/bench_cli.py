@@ -57,9 +57,8 @@ def bench(
 
     with _errors(json_out):
         from cosmocore.bench import bench as b
-        from cosmocore.model.policy import PolicyError
+        from cosmocore.model.generation import PolicyError
         from cosmocore.memory.store import StoreError
-        from cosmocore.train.trainer import cycle_line
 
         _check_remote(spark_remote)  # a dead server is refused before a store or run folder exists
         use_mlflow = mlflow or bool(os.environ.get("MLFLOW_TRACKING_URI"))
@@ -105,6 +104,8 @@ def bench(
                 if phase not in phases:
                     phases[phase] = bar.add_task(phase, total=of)
                 bar.update(phases[phase], completed=n, total=of, description=f"{key} {phase}")
+
+            from cosmocore.train.trainer import cycle_line  # torch and the model code: loaded once input is good
 
             def on_record(key: str, r: dict) -> None:
                 line = f"{key} {cycle_line(r)}"

@@ -94,12 +94,11 @@ def solve(
 ) -> None:
     """Let a model try a task with self-correction turns; show each attempt and its outcome."""
     with _errors(json_out):
-        from cosmocore.model.policy import Policy, PolicyError
-        from miniworld.env import MiniWorldEnv
-
         if turns < 1:
             raise BadInput(f"--turns must be >= 1, got {turns}")
         s, found = _find_task(task, suite)
+        from cosmocore.model.policy import Policy, PolicyError  # torch and the model: loaded once input is good
+        from miniworld.env import MiniWorldEnv
         try:
             with err.status(f"loading model {model}..."):
                 policy = Policy.load(model, device=device, seed=seed, temperature=temperature)
@@ -163,9 +162,9 @@ def train(
 ) -> None:
     """Train a policy: day phase (rollouts), nocturnal phase (replay + PPO), evaluation."""
     with _errors(json_out):
-        from cosmocore.model.policy import PolicyError
+        from cosmocore.model.generation import PolicyError
         from cosmocore.memory.store import StoreError
-        from cosmocore.train.trainer import Trainer, TrainConfig, cycle_line
+        from cosmocore.train.config import TrainConfig
         from miniworld.suites import catalog
 
         catalog.load_suite(suite)  # an unknown suite is refused before a store or run folder exists
@@ -178,6 +177,8 @@ def train(
                               device=device, spark_remote=spark_remote, engine=engine)
         except ValueError as exc:
             raise BadInput(str(exc))
+        from cosmocore.train.trainer import Trainer, cycle_line  # torch and the model code: loaded once input is good
+
         bar = _progress()
         phases: dict[str, int] = {}
 

@@ -69,6 +69,16 @@ def test_unknown_task_model_and_arm(tmp_path: Path, fix: Path) -> None:
     assert_bad_input(cli("bench", "--arms", "uniform,telepathy", "--out", str(tmp_path / "b")), "telepathy")
 
 
+@pytest.mark.parametrize("args", [["bench", "--profile", "nope"], ["bench", "--set", "lr=fast"],
+                                  ["train", "--suite", "smoke", "--arm", "telepathy"], ["solve", "--task", "no.such.task"]])
+def test_bad_input_is_refused_before_torch_loads(args: list[str]) -> None:
+    """A typo costs well under a second: the model code (torch, transformers, TRL) loads only for good input."""
+    probe = ("import sys\nfrom cosmocore.cli import main\nsys.argv = ['cosmocore', *sys.argv[1:]]\ntry:\n"
+             "    main()\nexcept SystemExit as exc:\n    print(exc.code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False"], (out.stdout, out.stderr)
+
+
 def test_a_directory_of_other_files_is_not_taken_for_a_store(tmp_path: Path) -> None:
     store = tmp_path / "mine"
     store.mkdir()

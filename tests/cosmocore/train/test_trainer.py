@@ -141,8 +141,9 @@ def test_train_cli_json_tiny_smoke_two_cycles(tmp_path, cache_dir, smoke_tasks) 
     env = {**os.environ, "COSMOCORE_CACHE": str(cache_dir)}
     out = subprocess.run([sys.executable, "-m", "cosmocore.cli", "train", "--model", "tiny", "--suite", "smoke",
                           "--cycles", "2", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "run"),
-                          "--max-new-tokens", "48", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)
+                          "--max-new-tokens", "48", "--episodes-per-cycle", "4", "--eval-tasks", "2",
+                          "--nocturnal-steps", "2", "--minibatch", "4", "--json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout)
     assert {"run_id", "arm", "seed", "cycles_completed", "episodes", "final_hallucination_rate", "checkpoint"} <= summary.keys()
