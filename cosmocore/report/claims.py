@@ -77,7 +77,7 @@ class ClaimSpec:
     """A claim: ``metric`` of an arm is lower than the baseline's (every claim here is a
     decrease: less error, fewer cycles, less recurrence)."""
 
-    claim: str
+    claim: str  # "{split}" names the held-out split scored (test, or dev while tuning)
     metric: str
     group: str | None = None  # held-out group for hallucination rates
     source: str = ""
@@ -85,11 +85,11 @@ class ClaimSpec:
 
 
 SPECS = (
-    ClaimSpec("test hallucination rate is lower", "hallucination_rate", ALL,
+    ClaimSpec("{split} hallucination rate is lower", "hallucination_rate", ALL,
               "CosmoCore (arXiv 2510.18895): 48% fewer hallucinations"),
-    ClaimSpec("test hallucination rate is lower on practised bug classes (new mutants)", "hallucination_rate",
+    ClaimSpec("{split} hallucination rate is lower on practised bug classes (new mutants)", "hallucination_rate",
               S.PRACTISED),
-    ClaimSpec("test hallucination rate is lower on bug classes never practised", "hallucination_rate", S.UNPRACTISED),
+    ClaimSpec("{split} hallucination rate is lower on bug classes never practised", "hallucination_rate", S.UNPRACTISED),
     ClaimSpec("practice-set cycles to zero error are fewer", "cycles_to_zero_error", None,
               "CosmoCore (arXiv 2510.18895): 45% faster self-correction, 80 -> 44 cycles", S.PRACTICE),
     ClaimSpec("bug recurrence is lower on held-out tasks", "bug_recurrence_rate", None),
@@ -154,7 +154,7 @@ def verdict(n_seeds: int, ci: Sequence[float | None] | None, scale: float = 1.0)
 
 
 def _row(spec: ClaimSpec, arm: str, split: str | None) -> dict[str, Any]:
-    return {"claim": spec.claim, "metric": spec.metric if spec.group in (None, ALL) else f"{spec.metric}.{spec.group}",
+    return {"claim": spec.claim.format(split=split), "metric": spec.metric if spec.group in (None, ALL) else f"{spec.metric}.{spec.group}",
             "split": split, "arm": arm, "baseline": BASELINE, "estimate": None, "ci95": [None, None], "mde": None,
             "verdict": NOT_RUN, "reason": "", "source": spec.source or None, "direction": "lower is better",
             "n_seeds": 0, "n_tasks": None, "half_width": None, "se": None, "df": None, "iqm": {"arm": None, "baseline": None},

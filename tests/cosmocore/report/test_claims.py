@@ -2,6 +2,8 @@
 written out by hand (and once through a real Delta store and the whole report)."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -122,6 +124,9 @@ def test_claim_rows_supported_refuted_and_not_run() -> None:
     row = CL.claim_row(spec, "cosmocore", good, bad, budget=10)
     assert row["estimate"] == pytest.approx((2 + 1 + 2 + 1) / 80 - (12 + 13 + 11 + 12) / 80)
     assert row["verdict"] == CL.SUPPORTED and row["ci95"][1] < 0 and row["split"] == "test"
+    assert row["claim"] == "test hallucination rate is lower"
+    on_dev = {s: dataclasses.replace(r, held_out_split="dev") for s, r in good.items()}
+    assert CL.claim_row(spec, "cosmocore", on_dev, on_dev, budget=10)["claim"] == "dev hallucination rate is lower"
     assert row["n_seeds"] == 4 and row["n_tasks"] == 20 and row["mde"] > 0
     assert row["probability_of_improvement"] > 0.5 and row["iqm"]["arm"] < row["iqm"]["baseline"]
     assert CL.claim_row(spec, "cosmocore", bad, good, budget=10)["verdict"] == CL.REFUTED
