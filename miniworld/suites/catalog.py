@@ -100,7 +100,7 @@ def save_cache(suite: Suite, report: VerifyReport, generated: list[Task]) -> Pat
                "unobservable": report.unobservable, "failures": report.failures,
                "expected": {f: [{"schema": [list(c) for c in e.schema], "rows": rows.encode_rows(list(e.rows))}
                                 for e in exp] for f, exp in families.items()}}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two processes verifying at once never share one
     tmp.write_text(json.dumps(payload, ensure_ascii=False))
     tmp.replace(path)  # atomic: a killed run never leaves half a cache
     return path
