@@ -154,7 +154,8 @@ def verdict(n_seeds: int, ci: Sequence[float | None] | None, scale: float = 1.0)
 
 
 def _row(spec: ClaimSpec, arm: str, split: str | None) -> dict[str, Any]:
-    return {"claim": spec.claim.format(split=split), "metric": spec.metric if spec.group in (None, ALL) else f"{spec.metric}.{spec.group}",
+    metric = spec.metric if spec.group in (None, ALL) else f"{spec.metric}.{spec.group}"
+    return {"claim": spec.claim.format(split=split), "metric": metric,
             "split": split, "arm": arm, "baseline": BASELINE, "estimate": None, "ci95": [None, None], "mde": None,
             "verdict": NOT_RUN, "reason": "", "source": spec.source or None, "direction": "lower is better",
             "n_seeds": 0, "n_tasks": None, "half_width": None, "se": None, "df": None, "iqm": {"arm": None, "baseline": None},
