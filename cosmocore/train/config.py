@@ -62,7 +62,8 @@ class TrainConfig:
                                  "tasks when the split holds fewer)")
     episodes_per_cycle: int = option(16, "practice tasks attempted per day phase")
     turns: int = option(2, "attempts per task in the day phase (2 = one self-correction turn)")
-    max_new_tokens: int = option(256, "generation budget per attempt")
+    max_new_tokens: int = option(256, "generation budget per attempt (0: the longest reference reply of the "
+                                 "run's practice and held-out tasks + 10%, so that every one can be answered)")
     temperature: float = option(0.9, "sampling temperature (behaviour log-probs are stored after it)")
     lr: float = option(1e-5, "Adam learning rate (the paper's 1e-5)")
     clip_eps: float = option(0.2, "PPO clip range for the importance ratio")
@@ -125,14 +126,13 @@ class TrainConfig:
         if self.arm not in ARMS:
             raise ValueError(f"unknown arm {self.arm!r} (known: {', '.join(ARMS)})")
         check_engine(self.engine)
-        for name in ("cycles", "episodes_per_cycle", "turns", "nocturnal_steps", "minibatch", "max_new_tokens",
-                     "practice_tasks"):
+        for name in ("cycles", "episodes_per_cycle", "turns", "nocturnal_steps", "minibatch", "practice_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         check_engine(self.engine)
         if self.eval_split not in EVAL_SPLITS:
             raise ValueError(f"--eval-split must be one of {', '.join(EVAL_SPLITS)}, got {self.eval_split!r}")
-        for name in ("warmup_sft", "correction_steps", "rehearsal_pairs", "train_layers", "value_ridge",
+        for name in ("max_new_tokens", "warmup_sft", "correction_steps", "rehearsal_pairs", "train_layers", "value_ridge",
                      "frozen_cache_mb", "eval_every", "eval_tasks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")

@@ -79,6 +79,6 @@ def shared_eval_path(tr: RunState, tasks: list[Task], turns: int) -> Path | None
         return None
     cfg = tr.cfg
     key = shared_cache.key({"v": 2, "warmup": warmstart.warmup_key(tr), "warmed_up": tr.warmed_up,
-                            "turns": turns, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+                            "turns": turns, "max_new_tokens": tr.max_new_tokens, "temperature": cfg.temperature,
                             "timeout_s": cfg.timeout_s, "tasks": [[t.id, t.buggy_code] for t in tasks]})
     return Path(cfg.warmup_cache) / f"eval0-{key}.json"

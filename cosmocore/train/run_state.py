@@ -45,6 +45,7 @@ class RunState(Protocol):
     warmed_up: bool
     eval_cached: bool
     eval_replies: int
+    max_new_tokens: int  # the replies' budget (TrainConfig's, or fitted to the references when 0)
     progress: Callable[[str, int, int], None]
 
     def autocast(self) -> contextlib.AbstractContextManager: ...

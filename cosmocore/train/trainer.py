@@ -116,6 +116,9 @@ class Trainer:
             self.run_tasks = RunTasks.choose(self.tasks, cfg.seed, cfg.practice_tasks, cfg.eval_split, cfg.eval_tasks)
         except ValueError as exc:
             raise ValueError(f"suite {cfg.suite!r}: {exc}") from None
+        # the replies' token budget: long enough for every scored task's reference (or as asked, warned)
+        self.max_new_tokens = self.targets.reply_budget(self.run_tasks.practice + self.run_tasks.held_out,
+                                                        cfg.max_new_tokens)
         self.failed: set[str] = set()  # buffered episodes that failed: what corrective steps draw among
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -137,7 +140,7 @@ class Trainer:
                 break
             # turn-1 prompts come back: the practice set's every cycle (day and eval alike), the
             # held-out split's at cycle 0 and the last: worth keeping (Policy.generate)
-            gens = self.policy.generate([chats[i] for i in active], max_new_tokens=self.cfg.max_new_tokens,
+            gens = self.policy.generate([chats[i] for i in active], max_new_tokens=self.max_new_tokens,
                                         greedy=greedy, keep_prompts=turn == 1)
             steps = env.step_many([g.text for g in gens], episodes=active)
             results = env.last_results
@@ -240,7 +243,7 @@ class Trainer:
         cfg = self.cfg
         key = shared_cache.key({
             "v": 1, "warmup": warmstart.warmup_key(self), "weights": shared_cache.trained_weights_digest(self.policy.model),
-            "turns": cfg.turns, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+            "turns": cfg.turns, "max_new_tokens": self.max_new_tokens, "temperature": cfg.temperature,
             "timeout_s": cfg.timeout_s, "tasks": [[t.id, t.buggy_code] for t in tasks],
             "rng": shared_cache.rng_state(self.device)})
         return Path(cfg.warmup_cache) / f"day1-{key}.json"
@@ -465,7 +468,7 @@ class Trainer:
         return {"run_id": self.cfg.run_id, "arm": self.cfg.arm, "seed": self.cfg.seed,
                 "cycles_completed": sum(h["cycle"] >= 1 for h in self.history), "episodes": episodes,
                 "final_hallucination_rate": last.get("eval_hallucination_rate"),
-                "final_practice_errors": last.get("practice_errors"),
+                "final_practice_errors": last.get("practice_errors"), "max_new_tokens": self.max_new_tokens,
                 "checkpoint": str(self.out / "checkpoint.pt"), "history": self.history}
 
     def close(self) -> None:
