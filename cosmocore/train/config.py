@@ -129,7 +129,6 @@ class TrainConfig:
         for name in ("cycles", "episodes_per_cycle", "turns", "nocturnal_steps", "minibatch", "practice_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        check_engine(self.engine)
         if self.eval_split not in EVAL_SPLITS:
             raise ValueError(f"--eval-split must be one of {', '.join(EVAL_SPLITS)}, got {self.eval_split!r}")
         for name in ("max_new_tokens", "warmup_sft", "correction_steps", "rehearsal_pairs", "train_layers", "value_ridge",
