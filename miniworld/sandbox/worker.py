@@ -199,13 +199,19 @@ class Worker:
         out = isolation.CappedText()
         timed_out = threading.Event()
         tag = job["tag"]
+        # The watchdog interrupts the main thread only while this job runs: interruptTag is a round
+        # trip that can outlast the job, and an interrupt landing after run() returned would kill
+        # the worker (exit -SIGINT) between jobs.
+        running, running_lock = [True], threading.Lock()
 
         def on_timeout() -> None:
             timed_out.set()
             try:
                 self.spark.interruptTag(tag)
             finally:
-                _thread.interrupt_main()
+                with running_lock:
+                    if running[0]:
+                        _thread.interrupt_main()
 
         allowed = {n: getattr(_builtins, n) for n in _SAFE_BUILTINS}
         allowed["__import__"] = self._import
@@ -238,6 +244,8 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - e.g. the watchdog's interrupt between datasets
             return self._failure(exc, timed_out, out)
         finally:
+            with running_lock:
+                running[0] = False
             watchdog.cancel()
             try:
                 self.spark.removeTag(tag)
